@@ -1,0 +1,64 @@
+"""The `msinn` command line: one sub-command per module of `msinn_jax.tools`.
+
+Each tool module exposes `register(subparsers)`, which adds its sub-command and sets
+`func` to a callable taking the parsed namespace and returning an exit code. Errors a
+user can cause (bad files, bad arguments) are raised as `msinn_jax.errors.UserError`
+and printed as one line, with exit status 2; nothing else is swallowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from msinn_jax.errors import UserError
+
+# Order is the order of `msinn --help`.
+TOOLS = (
+    "demo",
+    "compress",
+    "decompress",
+    "eval",
+    "bd_rate",
+    "plot",
+    "check_invertibility",
+    "reencode",
+    "train",
+    "convert",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="msinn", description="MSINN variable-rate learned image codec (JAX/Flax).")
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+  for name in TOOLS:
+    try:
+      module = importlib.import_module(f"msinn_jax.tools.{name}")
+    except ModuleNotFoundError as e:
+      if e.name == f"msinn_jax.tools.{name}":
+        continue  # Tool not built yet.
+      raise
+    module.register(sub)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if not getattr(args, "func", None):
+    parser.print_help()
+    return 1
+  try:
+    return int(args.func(args) or 0)
+  except UserError as e:
+    print(f"msinn {args.command}: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print(f"msinn {args.command}: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())
