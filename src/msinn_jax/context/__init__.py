@@ -1,0 +1,1 @@
+"""The multi-scale spatial-channel context model (paper Sec. III-B)."""

@@ -1,0 +1,65 @@
+"""Extended gain units (paper Sec. III-C): one model, a continuous range of rates.
+
+The model holds three tables of shape [anchor_num, C] (C = all latent channels in
+decoding order): the gain g that scales the residual before rounding, the inverse gain
+g' that scales it back, and the scale gain g_s that scales the predicted sigma:
+
+    q = round((y - mu) * g),   y_hat = q * g' + mu,   sigma' = sigma * g_s.
+
+A rate r in [0, anchor_num - 1] selects anchor r when it is an integer, and otherwise
+interpolates geometrically between its neighbours i = floor(r) and i + 1
+(official `get_gain_vectors`):  v(r) = v_i^(1 - t) * v_{i+1}^t,  t = r - i.
+Each vector is then lower-bounded at 0.01.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from msinn_jax.entropy import GAIN_BOUND, lower_bound
+
+
+def interpolate_gains(table: jax.Array, rate: jax.Array) -> jax.Array:
+  """Gain vectors for per-sample rates.
+
+  Args:
+    table: [A, C] anchor vectors.
+    rate: [B] float rates in [0, A - 1] (integers select anchors exactly).
+
+  Returns:
+    [B, C] vectors (before the 0.01 lower bound).
+  """
+  num_anchors = table.shape[0]
+  rate = jnp.clip(jnp.asarray(rate, jnp.float32), 0, num_anchors - 1)
+  lo = jnp.clip(jnp.floor(rate).astype(jnp.int32), 0, max(num_anchors - 2, 0))
+  hi = jnp.minimum(lo + 1, num_anchors - 1)
+  t = (rate - lo)[:, None].astype(table.dtype)
+  left, right = table[lo], table[hi]
+  mixed = left ** (1 - t) * right ** t
+  # Exact anchors: no pow round-off at integer rates.
+  return jnp.where(t == 0, left, jnp.where(t == 1, right, mixed))
+
+
+class GainUnits(nn.Module):
+  """The gain, inverse-gain and scale-gain tables, all initialised to ones."""
+
+  anchor_num: int
+  channels: int
+
+  def setup(self):
+    shape = (self.anchor_num, self.channels)
+    self.gain = self.param("gain", nn.initializers.ones, shape)
+    self.inv_gain = self.param("inv_gain", nn.initializers.ones, shape)
+    self.scale_gain = self.param("scale_gain", nn.initializers.ones, shape)
+
+  def __call__(self, rate: jax.Array, offset: int, size: int) -> tuple[jax.Array, ...]:
+    """(gain, inv_gain, scale_gain) for channels [offset, offset + size), each
+    [B, 1, 1, size], lower-bounded at 0.01."""
+
+    def vector(table):
+      v = interpolate_gains(table[:, offset:offset + size], rate)
+      return lower_bound(v, GAIN_BOUND)[:, None, None, :]
+
+    return vector(self.gain), vector(self.inv_gain), vector(self.scale_gain)
