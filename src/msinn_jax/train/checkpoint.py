@@ -209,7 +209,9 @@ def load_params(path: str | os.PathLike[str],
   root, step = _resolve_checkpoint(path)
   handlers = {STATE: ocp.PyTreeCheckpointHandler(), CONFIG: ocp.JsonCheckpointHandler()}
   manager = ocp.CheckpointManager(
-      root, options=ocp.CheckpointManagerOptions(read_only=True), item_handlers=handlers)
+      root,
+      options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0),
+      item_handlers=handlers)
   try:
     step = manager.latest_step() if step is None else step
     if step is None:

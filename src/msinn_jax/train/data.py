@@ -402,6 +402,12 @@ class Prefetcher(Iterator[T]):
   """
 
   def __init__(self, iterable: Iterable[T], buffer_size: int = 2):
+    """Starts the background thread.
+
+    Args:
+      iterable: items to produce; iterated on the background thread only.
+      buffer_size: most items held ready at once (>= 1).
+    """
     if buffer_size < 1:
       raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
     self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=buffer_size)
@@ -475,6 +481,7 @@ class BatchIterator(Iterator[np.ndarray]):
 
   def __init__(self, loader: CropLoader, step: int = 0, *, prefetch: int = 2,
                num_workers: int = 4):
+    """Starts reading at batch `step`; see `CropLoader.iterator` for the arguments."""
     self.loader = loader
     self._prefetch = prefetch
     self._executor = (concurrent.futures.ThreadPoolExecutor(
