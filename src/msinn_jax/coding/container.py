@@ -173,7 +173,8 @@ def unpack(data: bytes, *, expected_model_id: bytes | None = None) -> tuple[Head
   if len(view) != expected_size:
     kind = "truncated" if len(view) < expected_size else "corrupt"
     raise BitstreamError(
-        f"{kind} .msinn file: its stage table needs {expected_size} bytes, the file has {len(view)}")
+        f"{kind} .msinn file: its stage table needs {expected_size} bytes, "
+        f"the file has {len(view)}")
   (stored_crc,) = _TRAILER.unpack_from(view, len(view) - _TRAILER.size)
   if zlib.crc32(view[:len(view) - _TRAILER.size]) != stored_crc:
     raise BitstreamError("corrupt .msinn file: checksum mismatch")

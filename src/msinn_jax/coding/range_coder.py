@@ -100,7 +100,8 @@ def decode(data: bytes, indexes: np.ndarray, tables: IndexedTables) -> np.ndarra
   except Exception as e:  # constriction signals invalid data with assorted exception types.
     raise BitstreamError(f"corrupt payload: {e}") from e
   if _encode_flat(symbols, groups, tables) != data:
-    raise BitstreamError("corrupt or truncated payload (it is not the encoding of what it decodes to)")
+    raise BitstreamError(
+        "corrupt or truncated payload (it is not the encoding of what it decodes to)")
   return symbols.astype(np.int32).reshape(indexes.shape)
 
 
@@ -217,7 +218,8 @@ def _decode_flat(
   low = np.zeros_like(n)
   nonzero = n > 0
   if nonzero.any():
-    low[nonzero] = decoder.decode(uniform, (1 << np.minimum(n[nonzero], _CHUNK_BITS)).astype(np.int32))
+    sizes = (1 << np.minimum(n[nonzero], _CHUNK_BITS)).astype(np.int32)
+    low[nonzero] = decoder.decode(uniform, sizes)
   v = (np.int64(1) << n) + (high << _CHUNK_BITS) + low - 1
   negative = (v & 1).astype(bool)
   magnitude = (v >> 1) + c + 1

@@ -59,7 +59,8 @@ def scale_table(
   """
   if not 0 < scales_min < scales_max or levels < 2:
     raise ValueError(
-        f"need 0 < scales_min < scales_max and levels >= 2, got {scales_min}, {scales_max}, {levels}")
+        f"need 0 < scales_min < scales_max and levels >= 2, "
+        f"got {scales_min}, {scales_max}, {levels}")
   return np.exp(np.linspace(math.log(scales_min), math.log(scales_max), levels))
 
 
