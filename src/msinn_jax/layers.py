@@ -11,9 +11,15 @@ import jax
 import jax.numpy as jnp
 
 
+# PyTorch's default conv/linear weight init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), so that
+# training starts where the official code starts.
+torch_default_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
 def conv(features: int, kernel_size: int = 3, name: str | None = None, **kwargs) -> nn.Conv:
   """A stride-1 conv with symmetric k // 2 padding (the official `conv(...)` helper)."""
   pad = kernel_size // 2
+  kwargs.setdefault("kernel_init", torch_default_init)
   return nn.Conv(features, (kernel_size, kernel_size), padding=((pad, pad), (pad, pad)),
                  name=name, **kwargs)
 

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from msinn_jax.layers import conv, leaky_relu
+from msinn_jax.layers import conv, leaky_relu, torch_default_init
 
 
 def pixel_shuffle(x: jax.Array, r: int = 2) -> jax.Array:
@@ -36,8 +36,8 @@ class SqueezeExcite(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
     s = jnp.mean(x, axis=(1, 2))
-    s = jax.nn.relu(nn.Dense(c // self.reduction, use_bias=False, name="fc0")(s))
-    s = jax.nn.sigmoid(nn.Dense(c, use_bias=False, name="fc2")(s))
+    s = jax.nn.relu(nn.Dense(c // self.reduction, use_bias=False, kernel_init=torch_default_init, name="fc0")(s))
+    s = jax.nn.sigmoid(nn.Dense(c, use_bias=False, kernel_init=torch_default_init, name="fc2")(s))
     return x * s[:, None, None, :]
 
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from msinn_jax.layers import gelu
+from msinn_jax.layers import gelu, torch_default_init
 
 ANCHOR, NON_ANCHOR, ALL = "anchor", "non_anchor", "all"
 
@@ -64,7 +64,7 @@ class MaskedConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1],
+    kernel = self.param("kernel", torch_default_init, (k, k, x.shape[-1],
                                                                     self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     kernel = kernel * jnp.asarray(kernel_mask(k, self.mask_type), kernel.dtype)

@@ -72,9 +72,12 @@ class InvConv1x1LU(nn.Module):
 
     def make(name):
       def initializer(key, _):
-        if not init:
-          init.update(lu_from_matrix(np.asarray(_random_rotation(key, c))))
-        return jnp.asarray(init[name])
+        if not init:  # One random rotation, decomposed once, feeds all five parameters.
+          p, lower, upper = jsl.lu(_random_rotation(key, c))
+          s = jnp.diag(upper)
+          init.update(p=p, lower=jnp.tril(lower, -1), upper=jnp.triu(upper, 1),
+                      log_s=jnp.log(jnp.abs(s)), sign_s=jnp.sign(s))
+        return init[name]
       return self.param(name, initializer, (c,) if name in ("log_s", "sign_s") else (c, c))
 
     p, lower, upper, log_s, sign_s = (make(n) for n in ("p", "lower", "upper", "log_s", "sign_s"))
