@@ -1,0 +1,76 @@
+"""Rate-distortion plots: quality (dB) against bits per pixel, one panel per metric."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from msinn_jax.rd.results import RDCurve, RDError
+
+# Results key -> (quality metric of `RDCurve.quality_db`, axis label).
+_PANELS = {
+    "psnr-rgb": ("psnr", "PSNR-RGB (dB)"),
+    "psnr": ("psnr", "PSNR-RGB (dB)"),
+    "ms-ssim-rgb": ("ms-ssim", "MS-SSIM-RGB (dB)"),
+    "ms-ssim": ("ms-ssim", "MS-SSIM-RGB (dB)"),
+}
+
+
+def plot_rd(curves: Sequence[RDCurve], out_path: str | pathlib.Path,
+            metrics: Sequence[str] = ("psnr-rgb", "ms-ssim-rgb"),
+            title: str | None = None) -> list[str]:
+  """Draws RD curves side by side, one panel per quality metric, and saves the figure.
+
+  Uses matplotlib's object API (no pyplot, no global backend switch); the format
+  follows the file extension (.png, .pdf, .svg, ...). MS-SSIM is drawn in dB,
+  -10 log10(1 - MS-SSIM). A curve without a metric is left out of that panel, and a
+  panel no curve can fill is dropped.
+
+  Args:
+    curves: the curves, drawn in this order (lines with markers, points sorted by rate).
+    out_path: where to write the figure.
+    metrics: panels, as results keys: "psnr-rgb" and/or "ms-ssim-rgb".
+    title: optional figure title.
+
+  Returns:
+    The metrics actually drawn.
+
+  Raises:
+    RDError: no curves, or no curve has a rate and any of the requested metrics.
+    ValueError: an unknown metric name.
+  """
+  if not curves:
+    raise RDError("nothing to plot: no curves given")
+  for metric in metrics:
+    if metric not in _PANELS:
+      raise ValueError(f"Unknown plot metric {metric!r}; choose from {tuple(_PANELS)}.")
+  drawable = [c for c in curves if "bpp" in c.results]
+  panels = [m for m in metrics if any(c.has_quality(_PANELS[m][0]) for c in drawable)]
+  if not panels:
+    raise RDError(f"none of the curves has 'bpp' together with any of {', '.join(metrics)}")
+
+  fig = Figure(figsize=(6.4 * len(panels), 4.8), layout="constrained")
+  axes = fig.subplots(1, len(panels), squeeze=False)[0]
+  for ax, metric in zip(axes, panels):
+    quality, label = _PANELS[metric]
+    for i, curve in enumerate(drawable):
+      if not curve.has_quality(quality):
+        continue
+      rate, q = curve.rate(), curve.quality_db(quality)
+      order = np.argsort(rate)
+      # Colour by curve, not by line drawn, so a curve keeps its colour in every panel.
+      ax.plot(rate[order], q[order], marker="o", markersize=3.5, linewidth=1.3,
+              color=f"C{i % 10}", label=curve.name)
+    ax.set_xlabel("Rate (bpp)")
+    ax.set_ylabel(label)
+    ax.grid(True, which="major", alpha=0.4)
+    ax.minorticks_on()
+    ax.grid(True, which="minor", alpha=0.15)
+    ax.legend(loc="lower right", fontsize="small")
+  if title:
+    fig.suptitle(title)
+  fig.savefig(out_path, dpi=120)
+  return panels
