@@ -14,6 +14,7 @@ arrays plus `config_json`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -77,6 +78,7 @@ def _to_ours(key: str, value: np.ndarray, target_shape: tuple[int, ...]) -> np.n
   return v
 
 
+@functools.lru_cache(maxsize=8)
 def abstract_params(config: ModelConfig) -> dict[str, Any]:
   """Shapes and dtypes of the parameter tree (no computation)."""
   from msinn_jax.model import MSINN  # Local import: model imports nothing from here.
@@ -119,6 +121,24 @@ def convert_state_dict(state_dict: Mapping[str, Any], config: ModelConfig) -> di
     raise CheckpointError(f"checkpoint has {len(left)} unexpected entries, e.g. {left[:3]} "
                           "(does the model configuration match the checkpoint?)")
   return traverse_util.unflatten_dict(out)
+
+
+def export_state_dict(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
+  """This model's `params` -> an official-layout state_dict (numpy arrays), the inverse
+  of `convert_state_dict` (for "invconv_lu" the LU factors keep their official names)."""
+  out = {}
+  for path, v in traverse_util.flatten_dict(dict(params)).items():
+    key, v = official_key(path, config), np.asarray(v, np.float32)
+    if v.ndim == 4:
+      v = v.transpose(3, 2, 0, 1)  # HWIO -> OIHW.
+    elif key.endswith((".actnorm.bias", ".actnorm.logs")) or key == "initial_scale":
+      v = v.reshape(1, -1, 1, 1)
+    elif key in ("gain", "inv_gain", "scale_gain"):
+      v = v.reshape(*v.shape, 1, 1)
+    elif v.ndim == 2 and ".fc." in key:
+      v = v.T
+    out[key] = v
+  return out
 
 
 def _check_permutations(sd: Mapping[str, np.ndarray], config: ModelConfig) -> None:
