@@ -1,0 +1,240 @@
+"""Compression and decompression of images into `.msinn` bitstreams.
+
+The codec runs the model's decoding schedule (`msinn_jax.schedule.run`) with the model's
+per-slice pieces jitted separately, and entropy codes each (slice, phase) step on the host
+between them (`msinn_jax.coding`). The encoder runs exactly the decoder's computations
+(same compiled functions, same inputs), plus the analysis transform and the rounding, so
+on the same machine the decoder reproduces the encoder's reconstruction bit for bit.
+
+The coder only ever sees integers: symbols q = round((y - mu) * g) and scale indexes of
+sigma in the 64-level scale table (CompressAI's indexed scheme); each step's CRC of its
+indexes is stored, so a decoder whose network disagrees with the encoder's (other
+hardware) reports an error instead of decoding garbage.
+
+Compiled functions are cached per padded image shape; the rate is a traced argument, so
+changing it never recompiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from msinn_jax import coding, schedule
+from msinn_jax.config import ModelConfig
+from msinn_jax.entropy import gaussian_likelihood
+from msinn_jax.errors import BitstreamError, UserError
+from msinn_jax.model import MSINN
+
+MAX_SIDE = 65536
+
+
+def padding(height: int, width: int, multiple: int) -> tuple[tuple[int, int], tuple[int, int]]:
+  """Centred padding to a multiple, as CompressAI's `compute_padding` (top/left get the
+  smaller half)."""
+  ph = -(-height // multiple) * multiple
+  pw = -(-width // multiple) * multiple
+  top, left = (ph - height) // 2, (pw - width) // 2
+  return (top, ph - height - top), (left, pw - width - left)
+
+
+@dataclasses.dataclass
+class EncodeResult:
+  """What `Codec.compress` returns besides the bytes."""
+
+  data: bytes
+  reconstruction: np.ndarray  # [H, W, 3] uint8, what the decoder will output.
+  estimated_bits: float  # -log2 likelihood of the coded symbols (the model's R).
+  payload_bits: int  # Bits of the stage payloads.
+  header_bytes: int  # Bytes of everything else in the file.
+  seconds: float
+
+
+@dataclasses.dataclass
+class DecodeResult:
+  image: np.ndarray  # [H, W, 3] uint8.
+  rate: float
+  seconds: float
+
+
+class Codec:
+  """An MSINN model ready to code images.
+
+  Args:
+    config: model configuration.
+    variables: `{"params": ...}` of the model.
+  """
+
+  def __init__(self, config: ModelConfig, variables: dict[str, Any]):
+    self.config = config
+    self.variables = {"params": variables["params"]}
+    self.model = MSINN(config)
+    self.tables = coding.build_tables(coding.scale_table())
+    self.model_id = self._fingerprint()
+    apply = self.model.apply
+
+    def jit(fn):
+      names = fn.__code__.co_varnames[:fn.__code__.co_argcount]
+      return jax.jit(fn, static_argnames=[n for n in ("k", "phase", "shape") if n in names])
+
+    self._analysis = jax.jit(lambda v, x: apply(v, x, method=MSINN.analysis)[0])
+    self._prior = jit(lambda v, k, support, shape: apply(v, k, support, shape,
+                                                         method=MSINN.slice_prior))
+    self._params = jit(lambda v, k, phase, cc, y_hat, rate: apply(
+        v, k, phase, cc, y_hat, rate, method=MSINN.phase_params))
+    self._finish = jit(lambda v, k, y_hat, support, rate: apply(
+        v, k, y_hat, support, rate, method=MSINN.finish_slice))
+    self._symbols = jit(lambda v, k, y, mu, rate: jnp.round(
+        apply(v, k, y, mu, rate, method=MSINN.residual)).astype(jnp.int32))
+    self._dequantize = jit(lambda v, k, q, mu, rate: apply(v, k, q, mu, rate,
+                                                          method=MSINN.dequantize))
+    table = self.tables.scale_table
+    self._indexes = jax.jit(lambda sigma: coding.scales_to_indexes(sigma, table))
+    self._likelihood = jax.jit(lambda q, sigma: gaussian_likelihood(q.astype(sigma.dtype),
+                                                                     sigma))
+    self._output = jax.jit(lambda v, x: jnp.round(
+        jnp.clip(apply(v, x, method=MSINN.postfilter), 0, 1) * 255).astype(jnp.uint8))
+
+  def _fingerprint(self) -> bytes:
+    """8 bytes identifying config, weights and tables (the header's model id)."""
+    h = hashlib.sha256(self.config.to_json().encode())
+    for path, v in sorted(traverse_util.flatten_dict(self.variables["params"]).items()):
+      h.update("/".join(path).encode())
+      h.update(np.ascontiguousarray(np.asarray(v, np.float32)).tobytes())
+    h.update(self.tables.fingerprint())
+    return h.digest()[:8]
+
+  # --- Shared machinery ----------------------------------------------------------------
+
+  def _ops(self, rate: jax.Array) -> schedule.SliceOps:
+    v = self.variables
+    codec = self
+
+    class Ops:
+      def prior(self, k, support, shape):
+        return codec._prior(v, k=k, support=support, shape=tuple(shape))
+
+      def params(self, k, phase, cc, y_hat):
+        return codec._params(v, k=k, phase=phase, cc=cc, y_hat=y_hat, rate=rate)
+
+      def finish(self, k, y_hat, support):
+        return codec._finish(v, k=k, y_hat=y_hat, support=support, rate=rate)
+
+    return Ops()
+
+  def _check_rate(self, rate: float) -> jax.Array:
+    top = self.config.anchor_num - 1
+    if not np.isfinite(rate) or not 0 <= rate <= top:
+      raise UserError(f"rate {rate} is outside [0, {top}] (anchor_num={top + 1})")
+    return jnp.full((1,), np.float32(rate))
+
+  # --- Encoder -------------------------------------------------------------------------
+
+  def compress(self, image: np.ndarray, rate: float) -> EncodeResult:
+    """Compresses [H, W, 3] uint8 at `rate` (anchor index or continuous value)."""
+    start = time.perf_counter()
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+      raise UserError(f"expected an [H, W, 3] uint8 image, got {image.shape} {image.dtype}")
+    h, w, _ = image.shape
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+      raise UserError(f"image size {h}x{w} is outside 1..{MAX_SIDE}")
+    rate_arr = self._check_rate(rate)
+    pad = padding(h, w, self.config.pad_multiple)
+    x = np.pad(image.astype(np.float32) / 255.0, (*pad, (0, 0)))[None]
+    stages, estimated, x_tilde = self.encode_padded(jnp.asarray(x), rate_arr)
+    recon = self._crop(self._output(self.variables, x_tilde), h, w, pad)
+    header = coding.Header(self.model_id, float(np.float32(rate)), h, w, x.shape[1], x.shape[2],
+                           len(stages))
+    data = coding.pack(header, stages)
+    payload_bits = 8 * sum(len(s.payload) for s in stages)
+    return EncodeResult(data, recon, estimated, payload_bits, len(data) - payload_bits // 8,
+                        time.perf_counter() - start)
+
+  def encode_padded(self, x: jax.Array, rate: jax.Array
+                    ) -> tuple[list[coding.Stage], float, jax.Array]:
+    """Entropy codes an image already padded to the model's multiple.
+
+    Args:
+      x: [1, Hp, Wp, 3] float32 in model space ([0, 1] for images).
+      rate: [1] float32 rate.
+
+    Returns:
+      The coded stages (decoding order), the model's estimate of their size in bits
+      (-log2 likelihood of the coded symbols), and the reconstruction before the
+      post-filter, [1, Hp, Wp, 3].
+    """
+    y_slices = self._analysis(self.variables, x)[::-1]
+    stages, estimated = [], 0.0
+
+    def code(k, phase, mask, mu, sigma):
+      nonlocal estimated
+      q = self._symbols(self.variables, k=k, y=y_slices[k], mu=mu, rate=rate)
+      idx = self._indexes(sigma)
+      sel = mask[0, :, :, 0]
+      q_np, idx_np = np.asarray(q)[0][sel], np.asarray(idx)[0][sel]
+      stages.append(coding.Stage(coding.encode(q_np, idx_np, self.tables),
+                                 coding.index_crc(idx_np)))
+      lik = np.asarray(self._likelihood(q, sigma), np.float64)[0][sel]
+      estimated += float(-np.log2(lik).sum())
+      return self._dequantize(self.variables, k=k, q=q, mu=mu, rate=rate)
+
+    shapes = schedule.slice_shapes(self.config, 1, x.shape[1], x.shape[2])
+    _, x_tilde = schedule.run(self.config, self._ops(rate), shapes, code)
+    return stages, estimated, x_tilde
+
+  # --- Decoder -------------------------------------------------------------------------
+
+  def decompress(self, data: bytes) -> DecodeResult:
+    """Decodes a `.msinn` stream made by this model into [H, W, 3] uint8."""
+    start = time.perf_counter()
+    header, stages = coding.unpack(data, expected_model_id=self.model_id)
+    cfg = self.config
+    ph, pw = header.padded_height, header.padded_width
+    expected_pad = padding(header.height, header.width, cfg.pad_multiple)
+    if (ph, pw) != (header.height + sum(expected_pad[0]), header.width + sum(expected_pad[1])):
+      raise BitstreamError(f"header sizes {header.height}x{header.width} padded to {ph}x{pw} "
+                           f"do not match this model's padding to {cfg.pad_multiple}")
+    if len(stages) != len(schedule.steps(cfg)):
+      raise BitstreamError(f"stream has {len(stages)} stages; this model codes "
+                           f"{len(schedule.steps(cfg))}")
+    rate_arr = self._check_stream_rate(header.rate)
+    remaining = iter(stages)
+
+    def code(k, phase, mask, mu, sigma):
+      stage = next(remaining)
+      sel = mask[0, :, :, 0]
+      idx_np = np.asarray(self._indexes(sigma))[0][sel]
+      if coding.index_crc(idx_np) != stage.index_crc:
+        raise BitstreamError(
+            f"slice {k} ({phase}): the decoder's probability model differs from the "
+            "encoder's (index checksum mismatch); decode on the encoder's kind of device "
+            "(e.g. --device cpu)")
+      q_np = np.zeros(mu.shape, np.int32)
+      q_np[0][sel] = coding.decode(stage.payload, idx_np, self.tables)
+      return self._dequantize(self.variables, k=k, q=jnp.asarray(q_np), mu=mu, rate=rate_arr)
+
+    shapes = schedule.slice_shapes(cfg, 1, ph, pw)
+    _, x_tilde = schedule.run(cfg, self._ops(rate_arr), shapes, code)
+    image = self._crop(self._output(self.variables, x_tilde), header.height, header.width,
+                       expected_pad)
+    return DecodeResult(image, header.rate, time.perf_counter() - start)
+
+  def _check_stream_rate(self, rate: float) -> jax.Array:
+    try:
+      return self._check_rate(rate)
+    except UserError as e:
+      raise BitstreamError(f"bad rate in header: {e}") from None
+
+  @staticmethod
+  def _crop(x: jax.Array, h: int, w: int, pad) -> np.ndarray:
+    (top, _), (left, _) = pad
+    return np.asarray(x)[0, top:top + h, left:left + w]

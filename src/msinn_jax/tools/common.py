@@ -1,0 +1,41 @@
+"""Arguments and set-up shared by the command-line tools."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+
+import jax
+
+from msinn_jax.errors import UserError
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument(
+      "--checkpoint", default=None,
+      help="training checkpoint directory, official .pth/.pth.tar, or parity .npz "
+           "(default: the built-in model)")
+  parser.add_argument("--device", choices=("cpu", "gpu", "tpu"), default=None,
+                      help="device to run the networks on (default: JAX's default)")
+
+
+def device_scope(name: str | None):
+  """A context placing computations on the named platform."""
+  if name is None:
+    return contextlib.nullcontext()
+  try:
+    devices = jax.devices(name)
+  except RuntimeError:
+    raise UserError(f"no {name} device is available here") from None
+  return jax.default_device(devices[0])
+
+
+@functools.lru_cache(maxsize=2)
+def cached_codec(spec: str | None):
+  """(codec, description) for a checkpoint spec; reused within one process so that
+  repeated calls (tests, sweeps) compile once."""
+  from msinn_jax.codec import Codec
+  from msinn_jax.weights import load_model
+  loaded = load_model(spec)
+  return Codec(loaded.config, loaded.variables), loaded.description

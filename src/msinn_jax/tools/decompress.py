@@ -1,0 +1,27 @@
+"""`msinn decompress IN.msinn -o OUT.png`."""
+
+from __future__ import annotations
+
+from msinn_jax.image_io import read_bytes, write_png
+from msinn_jax.tools.common import add_model_args, cached_codec, device_scope
+
+
+def register(subparsers) -> None:
+  p = subparsers.add_parser("decompress", help="decode a .msinn file into a PNG")
+  p.add_argument("input", help=".msinn file")
+  p.add_argument("-o", "--output", required=True, help="output PNG")
+  add_model_args(p)
+  p.set_defaults(func=run)
+
+
+def run(args) -> int:
+  data = read_bytes(args.input)
+  with device_scope(args.device):
+    codec, description = cached_codec(args.checkpoint)
+    result = codec.decompress(data)
+  write_png(args.output, result.image)
+  h, w, _ = result.image.shape
+  print(f"{args.input} -> {args.output}: {w}x{h}, rate {result.rate:g}, "
+        f"{8 * len(data) / (h * w):.4f} bpp, {1000 * result.seconds:.0f} ms "
+        f"[{description}]")
+  return 0

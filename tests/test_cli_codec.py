@@ -1,0 +1,121 @@
+"""`msinn compress` / `msinn decompress`: round trips through files and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import image, init_model, small_config
+from msinn_jax.cli import main
+from msinn_jax.codec import Codec
+from msinn_jax.convert import export_state_dict
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+  config = small_config()
+  _, variables = init_model(config, image(0, 1, 64, 64))
+  path = tmp_path_factory.mktemp("ckpt") / "small.npz"
+  sd = export_state_dict(variables["params"], config)
+  np.savez(path, config_json=json.dumps(config.to_dict()),
+           **{f"param/{k}": v for k, v in sd.items()})
+  return str(path), Codec(config, variables)
+
+
+@pytest.fixture(scope="module")
+def png(tmp_path_factory):
+  path = tmp_path_factory.mktemp("img") / "in.png"
+  rgb = np.asarray(np.round(image(1, 1, 30, 45)[0] * 255), np.uint8)
+  Image.fromarray(rgb).save(path)
+  return str(path), rgb
+
+
+def _run(capsys, *argv):
+  code = main(list(argv))
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+def test_compress_then_decompress(ckpt, png, tmp_path, capsys):
+  path, codec = ckpt
+  src, rgb = png
+  code, out, err = _run(capsys, "compress", src, "-o", str(tmp_path / "a.msinn"), "-q", "2.5",
+                        "--checkpoint", path, "--device", "cpu")
+  assert code == 0, err
+  assert "bpp" in out and "estimated" in out
+  code, out, err = _run(capsys, "decompress", str(tmp_path / "a.msinn"), "-o",
+                        str(tmp_path / "b.png"), "--checkpoint", path)
+  assert code == 0, err
+  decoded = np.asarray(Image.open(tmp_path / "b.png"))
+  np.testing.assert_array_equal(decoded, codec.compress(rgb, 2.5).reconstruction)
+
+
+def _assert_one_line_error(code, err, pattern):
+  assert code == 2
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and "Traceback" not in err, err
+  assert pattern in lines[0], lines[0]
+
+
+def test_bad_inputs_give_one_line_errors(ckpt, png, tmp_path, capsys):
+  path, _ = ckpt
+  src, rgb = png
+  out = str(tmp_path / "o.msinn")
+  _assert_one_line_error(*_run(capsys, "compress", str(tmp_path / "none.png"), "-o", out,
+                               "-q", "1", "--checkpoint", path)[::2], "no such image")
+  (tmp_path / "text.png").write_text("hello")
+  _assert_one_line_error(*_run(capsys, "compress", str(tmp_path / "text.png"), "-o", out,
+                               "-q", "1", "--checkpoint", path)[::2], "not a readable image")
+  Image.fromarray(np.zeros((8, 8), np.uint16)).save(tmp_path / "deep.png")  # Mode I;16.
+  _assert_one_line_error(*_run(capsys, "compress", str(tmp_path / "deep.png"), "-o", out,
+                               "-q", "1", "--checkpoint", path)[::2], "not supported")
+  _assert_one_line_error(*_run(capsys, "compress", src, "-o", out, "-q", "9",
+                               "--checkpoint", path)[::2], "outside")
+  _assert_one_line_error(*_run(capsys, "compress", src, "-o", out, "-q", "1",
+                               "--checkpoint", str(tmp_path / "nope.npz"))[::2],
+                         "no such checkpoint")
+
+
+def test_grayscale_and_rgba_are_coded_as_rgb(ckpt, png, tmp_path, capsys):
+  path, _ = ckpt
+  _, rgb = png
+  Image.fromarray(rgb[..., 0]).save(tmp_path / "g.png")
+  Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])).save(tmp_path / "a.png")
+  for name in ("g.png", "a.png"):
+    code, _, err = _run(capsys, "compress", str(tmp_path / name), "-o",
+                        str(tmp_path / f"{name}.msinn"), "-q", "1", "--checkpoint", path)
+    assert code == 0, err
+    code, _, err = _run(capsys, "decompress", str(tmp_path / f"{name}.msinn"), "-o",
+                        str(tmp_path / f"{name}.out.png"), "--checkpoint", path)
+    assert code == 0, err
+    assert np.asarray(Image.open(tmp_path / f"{name}.out.png")).shape == (30, 45, 3)
+
+
+def test_bad_streams_give_one_line_errors_and_keep_existing_output(ckpt, png, tmp_path,
+                                                                    capsys):
+  path, codec = ckpt
+  _, rgb = png
+  good = codec.compress(rgb, 1).data
+  target = tmp_path / "keep.png"
+  target.write_bytes(b"previous result")
+  cases = {
+      "empty": b"",
+      "truncated": good[: len(good) // 2],
+      "flipped": good[:60] + bytes([good[60] ^ 0x10]) + good[61:],
+      "not msinn": b"PNG" * 40,
+  }
+  for name, data in cases.items():
+    f = tmp_path / f"{name.replace(' ', '_')}.msinn"
+    f.write_bytes(data)
+    code, _, err = _run(capsys, "decompress", str(f), "-o", str(target), "--checkpoint", path)
+    assert code == 2 and len(err.strip().splitlines()) == 1, (name, err)
+    assert target.read_bytes() == b"previous result"
+  other = Codec(codec.config, {"params": {**codec.variables["params"],
+                                          "initial_scale": codec.variables["params"]
+                                          ["initial_scale"] * 2}})
+  (tmp_path / "other.msinn").write_bytes(other.compress(rgb, 1).data)
+  _assert_one_line_error(*_run(capsys, "decompress", str(tmp_path / "other.msinn"), "-o",
+                               str(target), "--checkpoint", path)[::2], "another model")
