@@ -56,6 +56,7 @@ class EncodeResult:
   payload_bits: int  # Bits of the stage payloads.
   header_bytes: int  # Bytes of everything else in the file.
   seconds: float
+  coding_seconds: float  # Of which host entropy coding.
 
 
 @dataclasses.dataclass
@@ -63,6 +64,7 @@ class DecodeResult:
   image: np.ndarray  # [H, W, 3] uint8.
   rate: float
   seconds: float
+  coding_seconds: float  # Of which host entropy decoding.
 
 
 class Codec:
@@ -150,14 +152,14 @@ class Codec:
     rate_arr = self._check_rate(rate)
     pad = padding(h, w, self.config.pad_multiple)
     x = np.pad(image.astype(np.float32) / 255.0, (*pad, (0, 0)))[None]
-    stages, estimated, x_tilde = self.encode_padded(jnp.asarray(x), rate_arr)
+    stages, estimated, x_tilde, coding_seconds = self._encode(jnp.asarray(x), rate_arr)
     recon = self._crop(self._output(self.variables, x_tilde), h, w, pad)
     header = coding.Header(self.model_id, float(np.float32(rate)), h, w, x.shape[1], x.shape[2],
                            len(stages))
     data = coding.pack(header, stages)
     payload_bits = 8 * sum(len(s.payload) for s in stages)
     return EncodeResult(data, recon, estimated, payload_bits, len(data) - payload_bits // 8,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, coding_seconds)
 
   def encode_padded(self, x: jax.Array, rate: jax.Array
                     ) -> tuple[list[coding.Stage], float, jax.Array]:
@@ -172,24 +174,29 @@ class Codec:
       (-log2 likelihood of the coded symbols), and the reconstruction before the
       post-filter, [1, Hp, Wp, 3].
     """
+    return self._encode(x, rate)[:3]
+
+  def _encode(self, x, rate):
     y_slices = self._analysis(self.variables, x)[::-1]
-    stages, estimated = [], 0.0
+    stages, estimated, coding_seconds = [], 0.0, 0.0
 
     def code(k, phase, mask, mu, sigma):
-      nonlocal estimated
+      nonlocal estimated, coding_seconds
       q = self._symbols(self.variables, k=k, y=y_slices[k], mu=mu, rate=rate)
       idx = self._indexes(sigma)
       sel = mask[0, :, :, 0]
       q_np, idx_np = np.asarray(q)[0][sel], np.asarray(idx)[0][sel]
+      t = time.perf_counter()
       stages.append(coding.Stage(coding.encode(q_np, idx_np, self.tables),
                                  coding.index_crc(idx_np)))
+      coding_seconds += time.perf_counter() - t
       lik = np.asarray(self._likelihood(q, sigma), np.float64)[0][sel]
       estimated += float(-np.log2(lik).sum())
       return self._dequantize(self.variables, k=k, q=q, mu=mu, rate=rate)
 
     shapes = schedule.slice_shapes(self.config, 1, x.shape[1], x.shape[2])
     _, x_tilde = schedule.run(self.config, self._ops(rate), shapes, code)
-    return stages, estimated, x_tilde
+    return stages, estimated, x_tilde, coding_seconds
 
   # --- Decoder -------------------------------------------------------------------------
 
@@ -208,8 +215,10 @@ class Codec:
                            f"{len(schedule.steps(cfg))}")
     rate_arr = self._check_stream_rate(header.rate)
     remaining = iter(stages)
+    coding_seconds = 0.0
 
     def code(k, phase, mask, mu, sigma):
+      nonlocal coding_seconds
       stage = next(remaining)
       sel = mask[0, :, :, 0]
       idx_np = np.asarray(self._indexes(sigma))[0][sel]
@@ -219,14 +228,16 @@ class Codec:
             "encoder's (index checksum mismatch); decode on the encoder's kind of device "
             "(e.g. --device cpu)")
       q_np = np.zeros(mu.shape, np.int32)
+      t = time.perf_counter()
       q_np[0][sel] = coding.decode(stage.payload, idx_np, self.tables)
+      coding_seconds += time.perf_counter() - t
       return self._dequantize(self.variables, k=k, q=jnp.asarray(q_np), mu=mu, rate=rate_arr)
 
     shapes = schedule.slice_shapes(cfg, 1, ph, pw)
     _, x_tilde = schedule.run(cfg, self._ops(rate_arr), shapes, code)
     image = self._crop(self._output(self.variables, x_tilde), header.height, header.width,
                        expected_pad)
-    return DecodeResult(image, header.rate, time.perf_counter() - start)
+    return DecodeResult(image, header.rate, time.perf_counter() - start, coding_seconds)
 
   def _check_stream_rate(self, rate: float) -> jax.Array:
     try:
