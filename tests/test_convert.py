@@ -126,3 +126,19 @@ def test_pytorch_checkpoint_with_state_dict_wrapper(small, tmp_path):
   loaded_config, variables = load_official(path)
   assert loaded_config == config
   _equal_trees(variables["params"], params)
+
+
+def test_convert_command_writes_a_loadable_checkpoint(small, tmp_path, capsys):
+  from msinn_jax.cli import main
+  from msinn_jax.weights import load_model
+  config, params = small
+  sd = export_state_dict(params, config)
+  src = tmp_path / "w.npz"
+  np.savez(src, config_json=json.dumps(config.to_dict()),
+           **{f"param/{k}": v for k, v in sd.items()})
+  assert main(["convert", str(src), "-o", str(tmp_path / "ckpt")]) == 0
+  loaded = load_model(str(tmp_path / "ckpt"))
+  assert loaded.config == config
+  _equal_trees(jax.device_get(loaded.variables["params"]), params)
+  assert main(["convert", str(src), "-o", str(tmp_path / "ckpt")]) == 2  # Not empty.
+  assert "not empty" in capsys.readouterr().err
