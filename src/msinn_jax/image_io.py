@@ -8,6 +8,7 @@ images ("I;16", "I", "F") and CMYK, which would lose precision or colour silentl
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 
@@ -40,16 +41,9 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
   """Writes [H, W, 3] uint8 as PNG, atomically (a partial file never replaces a good one)."""
-  path = os.fspath(path)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    Image.fromarray(np.asarray(rgb, np.uint8), "RGB").save(tmp, format="PNG")
-    os.replace(tmp, path)
-  except OSError as e:
-    raise UserError(f"cannot write {path}: {e}") from None
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  buf = io.BytesIO()
+  Image.fromarray(np.asarray(rgb, np.uint8), "RGB").save(buf, format="PNG")
+  write_bytes(path, buf.getvalue())
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
