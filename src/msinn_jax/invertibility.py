@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from msinn_jax.codec import padding
 from msinn_jax.config import ModelConfig
 from msinn_jax.flow.actnorm import ActNorm
 from msinn_jax.flow.coupling import Coupling
@@ -149,6 +150,12 @@ class InvertibilityReport:
         "path_mismatch": self.path_mismatch,
         "pieces": [p.to_dict() for p in self.pieces],
     }
+
+
+def codec_input(rgb: np.ndarray, config: ModelConfig) -> np.ndarray:
+  """[H, W, 3] uint8 -> [Hp, Wp, 3] float32 in [0, 1], zero-padded as `Codec.compress` pads."""
+  pad = padding(rgb.shape[0], rgb.shape[1], config.pad_multiple)
+  return np.pad(np.asarray(rgb).astype(np.float32) / 255.0, (*pad, (0, 0)))
 
 
 # --- The flow's structure, rebuilt from the config ----------------------------------------
@@ -306,7 +313,7 @@ class InvertibilityChecker:
 
     Args:
       x: [H, W, 3] image in [0, 1], sides multiples of 2**num_stages (pad as the codec
-        does, `msinn_jax.codec.padding`).
+        does with `codec_input`).
     """
     with self._scope():
       x, params = self._cast(x)

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from msinn_jax.codec import padding
 from msinn_jax.errors import UserError
 from msinn_jax.image_io import read_rgb
-from msinn_jax.invertibility import DTYPES, InvertibilityChecker, InvertibilityReport
+from msinn_jax.invertibility import (DTYPES, InvertibilityChecker, InvertibilityReport,
+                                     codec_input)
 from msinn_jax.tools.common import add_model_args, device_scope
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -61,12 +61,6 @@ def expand_images(paths: list[str]) -> list[str]:
   return out
 
 
-def padded_input(rgb: np.ndarray, multiple: int) -> np.ndarray:
-  """[H, W, 3] uint8 -> [Hp, Wp, 3] float32 in [0, 1], zero-padded as `Codec.compress`."""
-  pad = padding(rgb.shape[0], rgb.shape[1], multiple)
-  return np.pad(rgb.astype(np.float32) / 255.0, (*pad, (0, 0)))
-
-
 def run(args: argparse.Namespace) -> int:
   """Checks every image and prints the table (or JSON); returns the exit code."""
   from msinn_jax.weights import load_model
@@ -78,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     entries = []
     for path in paths:
       rgb = read_rgb(path)
-      x = padded_input(rgb, loaded.config.pad_multiple)
+      x = codec_input(rgb, loaded.config)
       entries.append(_entry(path, rgb.shape, x.shape, checker.check(x)))
   report = {
       "model": loaded.description,
