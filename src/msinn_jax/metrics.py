@@ -142,15 +142,14 @@ def _gaussian_window(size: int, sigma: float) -> np.ndarray:
 
 
 def _blur(x: jnp.ndarray, window: np.ndarray) -> jnp.ndarray:
-  """Separable 'valid' Gaussian filter of each channel of [B, H, W, C], along H then W."""
-  channels = x.shape[-1]
-  taps = jnp.asarray(window, x.dtype)
-  for kernel_shape in ((len(window), 1), (1, len(window))):
-    kernel = jnp.broadcast_to(taps.reshape(kernel_shape + (1, 1)), kernel_shape + (1, channels))
-    x = lax.conv_general_dilated(
-        x, kernel, window_strides=(1, 1), padding="VALID",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels,
-        precision=lax.Precision.HIGHEST)
+  """Separable 'valid' Gaussian filter of each channel of [B, H, W, C], along H then W.
+
+  Written as a sum of shifted slices: XLA's depthwise convolution is ~30x slower on CPU.
+  """
+  k = len(window)
+  for axis in (1, 2):
+    n = x.shape[axis] - k + 1
+    x = sum(float(t) * lax.slice_in_dim(x, i, i + n, axis=axis) for i, t in enumerate(window))
   return x
 
 
