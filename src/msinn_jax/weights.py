@@ -33,42 +33,52 @@ class LoadedModel:
   description: str
 
 
-def spread_gains(params: dict[str, Any], seed: int = 0) -> dict[str, Any]:
-  """Gain tables that span rates (anchor a gets gain ~ exp(-1 + 2a/(A-1))), and small
-  random coupling outputs, as the parity fixtures' recipe; the official initialisation
-  makes every anchor identical and every coupling the identity."""
+def untrained_params(config: ModelConfig, seed: int = 0) -> dict[str, Any]:
+  """Deterministic random weights, made on the host with numpy only (no compilation, and
+  the same bytes on every machine, so streams of the untrained model decode anywhere).
+
+  Convolutions get PyTorch's default U(+-1/sqrt(fan_in)) kernels; every coupling gets
+  small random output weights instead of zeros, and every invertible 1x1 conv a
+  Householder reflection (exactly orthogonal, computed elementwise); ActNorm starts as
+  the identity; the gain tables span rates as in the parity fixtures' recipe (anchor a:
+  gain ~ exp(-1 + 2a / (A - 1)), inverse gain its reciprocal, noise 0.1); the official
+  initialisation would make every anchor identical.
+  """
+  from flax import traverse_util
+
+  from msinn_jax.convert import abstract_params
   rng = np.random.default_rng(seed)
-  params = jax.tree_util.tree_map(np.asarray, params)
-
-  def visit(tree, path=()):
-    out = {}
-    for name, v in tree.items():
-      p = path + (name,)
-      if isinstance(v, dict):
-        out[name] = visit(v, p)
-      elif name in ("gain", "inv_gain", "scale_gain"):
-        base = np.linspace(-1.0, 1.0, v.shape[0])[:, None]
-        sign = -1.0 if name == "inv_gain" else 1.0
-        out[name] = np.exp(sign * base + 0.1 * rng.normal(size=v.shape)).astype(np.float32)
-      elif "out" in path[-1:] and "conditioner" in path:
-        out[name] = rng.normal(0, 0.02, v.shape).astype(np.float32)
-      else:
-        out[name] = v
-    return out
-
-  return jax.tree_util.tree_map(jnp.asarray, visit(params))
+  out = {}
+  for path, leaf in sorted(traverse_util.flatten_dict(abstract_params(config)).items()):
+    shape, name = tuple(leaf.shape), path[-1]
+    if name in ("gain", "inv_gain", "scale_gain"):
+      base = np.linspace(-1.0, 1.0, shape[0])[:, None]
+      sign = -1.0 if name == "inv_gain" else 1.0
+      v = np.exp(sign * base + 0.1 * rng.normal(size=shape))
+    elif name == "initial_scale":
+      v = 0.5 + rng.random(shape)
+    elif "conditioner" in path and "out" in path:
+      v = rng.normal(0.0, 0.02, shape)
+    elif path[-2:-1] == ("permute",) and name == "kernel":
+      u = rng.normal(size=shape[0])
+      v = np.eye(shape[0]) - 2.0 * np.multiply.outer(u, u) / np.sum(u * u)
+    elif name == "kernel":
+      bound = 1.0 / np.sqrt(np.prod(shape[:-1]))
+      v = rng.uniform(-bound, bound, shape)
+    else:  # Biases, ActNorm, LU factors: zeros (LU: filled below).
+      v = np.zeros(shape)
+    out[path] = np.asarray(v, np.float32)
+  for path in [p for p in out if p[-1] == "p"]:  # invconv_lu: the identity factorisation.
+    n = out[path].shape[0]
+    out[path] = np.eye(n, dtype=np.float32)
+    out[path[:-1] + ("sign_s",)] = np.ones(n, np.float32)
+  return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in out.items()})
 
 
 @functools.lru_cache(maxsize=1)
 def untrained_model(seed: int = 0) -> LoadedModel:
-  """The labelled untrained default (ActNorm initialised on a fixed synthetic batch)."""
-  from msinn_jax.model import MSINN
-  x = jax.random.uniform(jax.random.key(seed), (2, 64, 64, 3))
-  model = MSINN(UNTRAINED)
-  variables = jax.jit(model.init)({"params": jax.random.key(seed),
-                                   "noise": jax.random.key(seed + 1)}, x, 0)
-  params = spread_gains(variables["params"], seed)
-  return LoadedModel(UNTRAINED, {"params": params},
+  """The labelled untrained default model."""
+  return LoadedModel(UNTRAINED, {"params": untrained_params(UNTRAINED, seed)},
                      "UNTRAINED default model (random weights; no trained weights ship yet)")
 
 
