@@ -1,0 +1,111 @@
+"""Training state, optimizer, and the fine-tune path that widens the anchors.
+
+Optimizer (official `train.py`): Adam (PyTorch defaults b1=0.9, b2=0.999, eps=1e-8) after
+clipping the global gradient norm, with a step-wise learning rate that drops by a factor
+at fixed fractions of the run (official `MultiStepLR(milestones=[675, 720], gamma=0.1)`
+over 750 epochs, i.e. at 90 % and 96 %).
+
+Fine-tuning to a wider rate range (the paper's 12-anchor models; official `train.py
+--finetune`): a model trained with 8 anchors is loaded into one with 12 by keeping the 8
+trained rows of each gain table (`gain`, `inv_gain`, `scale_gain`, shape
+[anchor_num, C]) and filling the new rows with copies of the last trained row;
+everything else is loaded unchanged and training restarts with a fresh optimizer
+(official README: `-lr 1e-5`, 400 epochs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from msinn_jax.model import MSINN
+from msinn_jax.train.config import OptimConfig
+
+GAIN_TABLES = ("gain", "inv_gain", "scale_gain")
+
+
+@flax.struct.dataclass
+class TrainState:
+  """What one optimizer step reads and writes.
+
+  Attributes:
+    step: int32 scalar, optimizer steps done.
+    params: the model parameters.
+    opt_state: the optax state.
+  """
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def learning_rate_schedule(optim: OptimConfig, num_steps: int) -> optax.Schedule:
+  """Piecewise-constant learning rate: `learning_rate`, times `lr_drop_factor` from step
+  `round(f * num_steps)` on for each fraction f of `lr_drops` (steps counted from 0)."""
+  boundaries: dict[int, float] = {}
+  for fraction in optim.lr_drops:
+    step = round(fraction * num_steps)
+    boundaries[step] = boundaries.get(step, 1.0) * optim.lr_drop_factor
+  return optax.piecewise_constant_schedule(optim.learning_rate, boundaries)
+
+
+def make_optimizer(optim: OptimConfig, num_steps: int) -> optax.GradientTransformation:
+  """Global-norm clipping (unless `clip_norm` is 0), then Adam with the schedule."""
+  adam = optax.adam(learning_rate_schedule(optim, num_steps), b1=0.9, b2=0.999, eps=1e-8)
+  if optim.clip_norm > 0:
+    return optax.chain(optax.clip_by_global_norm(optim.clip_norm), adam)
+  return adam
+
+
+def init_params(model: MSINN, rng: jax.Array, batch: jax.Array) -> Any:
+  """Fresh parameters; ActNorm is initialised from the statistics of `batch`.
+
+  Args:
+    model: the model.
+    rng: PRNG key.
+    batch: [B, H, W, 3] uint8 images (the first training batch).
+  """
+  x = batch.astype(jnp.float32) / 255.0
+  params_rng, noise_rng = jax.random.split(rng)
+  variables = model.init({"params": params_rng, "noise": noise_rng}, x, 0.0)
+  return variables["params"]
+
+
+def state_from_params(params: Any, tx: optax.GradientTransformation) -> TrainState:
+  """A state at step 0 around `params`, with a fresh optimizer state."""
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def create_train_state(rng: jax.Array, batch: jax.Array, *, model: MSINN,
+                       tx: optax.GradientTransformation) -> TrainState:
+  """Initialises the parameters on `batch` and the optimizer; pure, jit it with the
+  state's `out_shardings` (see `train_lib`)."""
+  return state_from_params(init_params(model, rng, batch), tx)
+
+
+def widen_anchors(params: Any, anchor_num: int) -> Any:
+  """Extends the gain tables to `anchor_num` rows by repeating their last row.
+
+  Args:
+    params: model parameters whose `params["gains"]` tables have A <= anchor_num rows.
+    anchor_num: rows wanted.
+
+  Returns:
+    The parameters with widened gain tables (others are the same objects).
+
+  Raises:
+    ValueError: the tables have more rows than `anchor_num`.
+  """
+  gains = dict(params["gains"])
+  for name in GAIN_TABLES:
+    table = gains[name]
+    extra = anchor_num - table.shape[0]
+    if extra < 0:
+      raise ValueError(f"cannot narrow the {name} table from {table.shape[0]} to "
+                       f"{anchor_num} anchors")
+    gains[name] = jnp.concatenate([table, jnp.repeat(table[-1:], extra, axis=0)], axis=0)
+  return {**params, "gains": gains}
