@@ -60,7 +60,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
   # Imported late: `--print-config` and `--help` need no JAX.
   from msinn_jax.train import train_lib
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  # The library's own messages (start, resume, fine-tune) on stderr; not Orbax's.
+  handler = logging.StreamHandler()
+  handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+  logger = logging.getLogger("msinn_jax")
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
   try:
     train_lib.train_and_evaluate(config, args.workdir)
   except train_lib.NonFiniteLossError as e:
