@@ -1,0 +1,130 @@
+"""Training throughput (images/s) and peak memory of one optimizer step.
+
+Builds the run's compiled init and step exactly as `msinn train` does (same mesh over
+all devices, state replicated and donated, batch on "data"), feeds random uint8 crops
+(the data pipeline is not measured), and reports the compile time separately, then the
+median over `--steps` timed steps after `--warmup` untimed ones. Peak memory is the
+device allocator's `peak_bytes_in_use` where the backend reports it (GPU, TPU), else the
+peak resident memory of this process (CPU). Writes a JSON into experiments/results/.
+
+    python experiments/bench_train.py                        # paper model, batch 8, 256x256
+    python experiments/bench_train.py --config smoke         # tiny model, for CPUs
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import resource
+import shlex
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+from msinn_jax.train import config as config_lib
+from msinn_jax.train import mesh as mesh_lib
+from msinn_jax.train import train_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "experiments" / "configs"
+
+
+def _config_path(name: str) -> pathlib.Path:
+  path = pathlib.Path(name)
+  return path if path.suffix == ".py" else CONFIGS / f"{name}.py"
+
+
+def _peak_memory(devices: list[jax.Device]) -> tuple[int, str]:
+  stats = [d.memory_stats() for d in devices]
+  if all(s and "peak_bytes_in_use" in s for s in stats):
+    return max(s["peak_bytes_in_use"] for s in stats), "device peak_bytes_in_use (max over devices)"
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host peak RSS (ru_maxrss)"
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--config", default="default",
+                 help="config name in experiments/configs or a .py path (default: %(default)s)")
+  p.add_argument("--batch", type=int, default=8, help="global batch (default: %(default)s)")
+  p.add_argument("--crop", type=int, default=256, help="crop side (default: %(default)s)")
+  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--steps", type=int, default=5, help="timed steps")
+  p.add_argument("--set", nargs="+", action="extend", default=[], dest="overrides",
+                 metavar="KEY=VALUE", help="config overrides, as for msinn train")
+  p.add_argument("--note", default="", help="free text stored in the JSON")
+  p.add_argument("--out", default=None, help="JSON path (default experiments/results/...)")
+  args = p.parse_args(argv)
+
+  devices = jax.devices()
+  if args.batch % len(devices):
+    p.error(f"--batch {args.batch} does not split over {len(devices)} devices")
+  config = config_lib.apply_overrides(config_lib.load_config_file(_config_path(args.config)),
+                                      args.overrides)
+  config = dataclasses.replace(
+      config, data=dataclasses.replace(config.data, crop_size=args.crop),
+      train=dataclasses.replace(config.train, per_device_batch_size=args.batch // len(devices)))
+  mesh = mesh_lib.make_mesh()
+  trainer = train_lib.build_trainer(config, mesh)
+  batch_np = np.random.default_rng(0).integers(0, 256, (args.batch, args.crop, args.crop, 3),
+                                               dtype=np.uint8)
+  batch = mesh_lib.host_to_global(batch_np, mesh)
+  rng = train_lib.replicated_key(0, 1, mesh)
+
+  t = time.perf_counter()
+  init = trainer.init.lower(train_lib.replicated_key(0, 0, mesh), batch).compile()
+  state = jax.block_until_ready(init(train_lib.replicated_key(0, 0, mesh), batch))
+  init_s = time.perf_counter() - t
+  t = time.perf_counter()
+  step = trainer.step.lower(state, batch, rng).compile()
+  compile_s = time.perf_counter() - t
+
+  times = []
+  for i in range(args.warmup + args.steps):
+    t = time.perf_counter()
+    state, metrics = step(state, batch, rng)
+    jax.block_until_ready((state, metrics))
+    if i >= args.warmup:
+      times.append(time.perf_counter() - t)
+  assert np.isfinite(float(metrics["loss"])), "the benchmark step diverged"
+  peak, peak_source = _peak_memory(devices)
+  median = statistics.median(times)
+  device = devices[0]
+  result = {
+      "device": f"{device.platform}: {device.device_kind}",
+      "num_devices": len(devices),
+      "host": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+      "config": str(_config_path(args.config).relative_to(ROOT))
+                if _config_path(args.config).is_relative_to(ROOT) else args.config,
+      "overrides": args.overrides,
+      "model": config.model.to_dict(),
+      "global_batch": args.batch,
+      "crop": args.crop,
+      "init_s_incl_compile": init_s,
+      "step_compile_s": compile_s,
+      "warmup_steps": args.warmup,
+      "timed_steps": args.steps,
+      "step_s_median": median,
+      "step_s_all": times,
+      "images_per_sec": args.batch / median,
+      "peak_memory_bytes": peak,
+      "peak_memory_source": peak_source,
+      "jax": jax.__version__,
+      "note": args.note,
+      "command": shlex.join(["python", "experiments/bench_train.py", *(argv or sys.argv[1:])]),
+  }
+  name = pathlib.Path(args.config).stem
+  out = args.out or ROOT / "experiments" / "results" / f"bench_train_{name}_{device.platform}.json"
+  pathlib.Path(out).write_text(json.dumps(result, indent=2) + "\n")
+  print(json.dumps(result, indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
