@@ -1,0 +1,254 @@
+"""Tests for training (`msinn_jax.train.{config,objective,state,step,train_lib}`, `msinn train`).
+
+Fast tests check the pieces in this process. The training runs (marked slow, except the
+TFDS smoke run) are `msinn train` subprocesses on the smoke config; see `train_runs.py`.
+The multi-device and multi-process runs are in `test_train_parallel.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import train_runs
+from msinn_jax import cli
+from msinn_jax.errors import UserError
+from msinn_jax.model import MSINN
+from msinn_jax.train import checkpoint, objective, train_lib
+from msinn_jax.train import config as config_lib
+from msinn_jax.train import mesh as mesh_lib
+from msinn_jax.train.metrics_log import read_metrics
+from msinn_jax.train.state import GAIN_TABLES, learning_rate_schedule, widen_anchors
+
+CONFIGS = train_runs.REPO / "experiments" / "configs"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> pathlib.Path:
+  return train_runs.session_dir(tmp_path_factory, "jax_cache")
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> pathlib.Path:
+  return train_runs.make_image_folder(train_runs.session_dir(tmp_path_factory, "images"))
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory, image_folder, cache_dir) -> pathlib.Path:
+  return train_runs.reference_run(tmp_path_factory, image_folder, cache_dir)
+
+
+def _params(workdir: pathlib.Path, step: int | None = None):
+  path = workdir / "checkpoints" / (str(step) if step is not None else "")
+  return checkpoint.load_params(path)[0]
+
+
+# --- Config ----------------------------------------------------------------------------
+
+
+def test_config_files_hold_the_paper_setup():
+  paper = config_lib.load_config_file(CONFIGS / "default.py")
+  assert (paper.optim.learning_rate, paper.optim.lr_drops, paper.optim.lr_drop_factor,
+          paper.optim.clip_norm) == (1e-4, (0.9, 0.96), 0.1, 1.0)
+  assert (paper.train.per_device_batch_size, paper.data.crop_size) == (8, 256)
+  assert paper.model.anchor_num == 8 and paper.lambdas == objective.PAPER_LAMBDAS[:8]
+  assert paper.lambdas[-1] == 0.18
+  fine = config_lib.load_config_file(CONFIGS / "finetune.py")
+  assert fine.model.anchor_num == 12 and fine.lambdas[-1] == 1.8
+  assert (fine.optim.learning_rate, fine.optim.lr_drops) == (1e-5, ())
+  assert fine.train.init_from and dataclasses.replace(fine.model, anchor_num=8) == paper.model
+  smoke = config_lib.load_config_file(CONFIGS / "smoke.py")
+  for config in (paper, fine, smoke):
+    as_json = json.loads(json.dumps(config_lib.to_dict(config)))
+    assert config_lib.from_dict(as_json) == config
+
+
+def test_overrides_are_typed_and_checked():
+  base = config_lib.load_config_file(CONFIGS / "smoke.py")
+  config = config_lib.apply_overrides(base, [
+      "train.num_steps=7", "optim.learning_rate=1", "optim.lr_drops=(0.5,)",
+      "data.folder=/data/2024", "data.image_key=None", "model.depths=[2, 2, 2, 2]",
+      "distributed.process_id=1", "checkpoint.async_save=false"])
+  assert config.train.num_steps == 7
+  assert config.optim.learning_rate == 1.0 and isinstance(config.optim.learning_rate, float)
+  assert config.optim.lr_drops == (0.5,) and config.model.depths == (2, 2, 2, 2)
+  assert config.data.folder == "/data/2024" and config.data.image_key is None
+  assert config.distributed.process_id == 1 and config.checkpoint.async_save is False
+  assert base.train.num_steps != 7  # Frozen: the base is unchanged.
+  for bad, message in [("train.num_steps=abc", "expects int"),
+                       ("train.num_step=3", "unknown config key"),
+                       ("train=3", "is a section"),
+                       ("train.num_steps", "form section.field=value"),
+                       ("optim.lr_drops=(1.5,)", "lr_drops"),
+                       ("model.anchor_num=13", "lambdas"),
+                       ("model.flow_coupling=nope", "flow_coupling")]:
+    with pytest.raises(UserError, match=message):
+      config_lib.apply_overrides(base, [bad])
+
+
+def test_cli_prints_the_resolved_config_and_reports_bad_overrides(capsys):
+  argv = ["train", "--config", str(CONFIGS / "smoke.py"), "--workdir", "unused"]
+  assert cli.main(argv + ["--print-config", "--set", "train.num_steps=3"]) == 0
+  assert json.loads(capsys.readouterr().out)["train"]["num_steps"] == 3
+  assert cli.main(argv + ["--set", "train.num_steps=x"]) == 2
+  assert "train.num_steps expects int" in capsys.readouterr().err
+  assert cli.main(["train", "--config", "missing.py", "--workdir", "unused"]) == 2
+
+
+# --- Objective and optimizer -----------------------------------------------------------
+
+
+def test_loss_averages_over_the_batch_as_the_official_code():
+  rng = np.random.default_rng(0)
+  b, h, w = 3, 8, 16
+  x, x_hat = rng.random((b, h, w, 3)), rng.random((b, h, w, 3))
+  bits = rng.random(b) * 1000
+  lmbda = np.array(objective.PAPER_LAMBDAS)[[0, 7, 3]]
+  terms = objective.rate_distortion(x, x_hat, bits, lmbda)
+  # Official RateDistortionLoss with a list of lambdas: sum_b lambda_b MSE_b / N for the
+  # distortion, the total bits over N H W pixels for the rate.
+  mse = ((x_hat - x) ** 2).reshape(b, -1).mean(1)
+  official = 255**2 * np.sum(lmbda * mse) / b + bits.sum() / (b * h * w)
+  np.testing.assert_allclose(float(np.mean(terms["loss"])), official, rtol=1e-6)  # float32.
+  sums = objective.sums_per_rate({"bpp": terms["bpp"]}, np.array([1, 1, 3]), 4)
+  np.testing.assert_array_equal(sums["count"], [0, 2, 0, 1])
+  np.testing.assert_allclose(sums["bpp"][1], bits[:2].sum() / (h * w), rtol=1e-6)
+
+
+def test_rate_indexes_are_uniform_over_the_anchors():
+  index = np.asarray(objective.sample_rate_indexes(jax.random.key(0), 80_000, 8))
+  assert index.min() == 0 and index.max() == 7
+  # 10_000 expected per anchor; 5 standard deviations is about 470.
+  assert np.abs(np.bincount(index) - 10_000).max() < 500
+
+
+def test_learning_rate_drops_at_fractions_of_the_run():
+  paper = config_lib.load_config_file(CONFIGS / "default.py").optim
+  schedule = learning_rate_schedule(paper, 1000)
+  lr = [float(schedule(s)) for s in (0, 899, 900, 959, 960, 999)]
+  np.testing.assert_allclose(lr, [1e-4, 1e-4, 1e-5, 1e-5, 1e-6, 1e-6], rtol=1e-6)
+
+
+def test_widen_anchors_copies_the_last_gain_vectors():
+  config = config_lib.load_config_file(CONFIGS / "smoke.py").model
+  x = jax.ShapeDtypeStruct((1, 64, 64, 3), np.float32)
+  shapes = jax.eval_shape(lambda x: MSINN(config).init(
+      {"params": jax.random.key(0), "noise": jax.random.key(1)}, x, 0.0), x)["params"]
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes)
+  wide = widen_anchors(params, 6)
+  for name in GAIN_TABLES:
+    old, new = params["gains"][name], np.asarray(wide["gains"][name])
+    assert old.shape[0] == config.anchor_num and new.shape == (6, old.shape[1])
+    np.testing.assert_array_equal(new[:4], old)
+    np.testing.assert_array_equal(new[4:], np.broadcast_to(old[-1], (2, old.shape[1])))
+  assert wide["flow"] is params["flow"]  # Everything else is untouched.
+  with pytest.raises(ValueError, match="narrow"):
+    widen_anchors(params, 3)
+
+
+# --- Training runs ---------------------------------------------------------------------
+
+TFDS_RUN = r"""
+import sys
+import tensorflow_datasets as tfds
+from msinn_jax.train import config as config_lib, train_lib
+config = config_lib.apply_overrides(config_lib.load_config_file(sys.argv[1]), sys.argv[3:])
+with tfds.testing.mock_data(num_examples=6):  # Never downloads.
+  state = train_lib.train_and_evaluate(config, sys.argv[2])
+print("final step", int(state.step))
+"""
+
+
+def test_tfds_mock_data_trains(tmp_path, image_folder, cache_dir):
+  pytest.importorskip("tensorflow_datasets")
+  workdir = tmp_path / "tfds"
+  # The reference run's settings (so the compiled program is shared), on TFDS's "clic".
+  sets = train_runs.overrides(image_folder, "data.source=tfds", "data.tfds_name=clic")
+  result = subprocess.run(
+      [sys.executable, "-c", TFDS_RUN, str(train_runs.SMOKE_CONFIG), str(workdir), *sets],
+      env=train_runs.env(cache_dir), capture_output=True, text=True,
+      timeout=train_runs.RUN_TIMEOUT_S)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"final step {train_runs.NUM_STEPS}" in result.stdout
+  records = read_metrics(workdir)
+  assert len(records) == train_runs.NUM_STEPS
+  assert all(np.isfinite(r["loss"]) and r["bpp"] > 0 for r in records)
+  assert checkpoint.Checkpointer(workdir / "checkpoints").latest_step() == train_runs.NUM_STEPS
+
+
+@pytest.mark.slow
+def test_loss_falls_on_real_images(reference):
+  records = read_metrics(reference)
+  loss = [r["loss"] for r in records]
+  assert len(loss) == train_runs.NUM_STEPS and np.all(np.isfinite(loss))
+  assert np.mean(loss[-3:]) < 0.85 * np.mean(loss[:3]), loss  # Measured: 0.73.
+  # Bits and PSNR are logged per rate index, for the rates drawn in each step.
+  assert any(k.startswith("bpp/rate_") for k in records[0])
+  assert all(k.startswith(("psnr/rate_", "bpp/rate_", "loss/rate_")) or k in {
+      "step", "time", "loss", "bpp", "mse", "psnr", "grad_norm", "learning_rate",
+      "images_per_sec"} for r in records for k in r)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_exact(tmp_path, reference, image_folder, cache_dir):
+  workdir = tmp_path / "killed"
+  sets = train_runs.overrides(image_folder)
+  code, log = train_runs.kill_after_checkpoint(workdir, sets, cache_dir,
+                                               step=train_runs.CKPT_EVERY)
+  assert code == -signal.SIGKILL, log[-3000:]
+  steps = checkpoint.Checkpointer(workdir / "checkpoints").all_steps()
+  assert steps and max(steps) < train_runs.NUM_STEPS
+  code, log = train_runs.train(workdir, sets, cache_dir)
+  assert code == 0, log[-3000:]
+  assert f"resuming from step {max(steps)}" in log
+  # The same program on the same batches, rates and noise: bit-identical parameters.
+  jax.tree.map(np.testing.assert_array_equal, _params(workdir), _params(reference))
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, reference,
+                                                             image_folder, cache_dir):
+  workdir = tmp_path / "diverged"
+  shutil.copytree(reference, workdir)
+  last = train_runs.NUM_STEPS
+  # Continue the finished reference run with an absurd learning rate: the first step
+  # throws the parameters to ~1e30, the next loss is not finite.
+  sets = train_runs.overrides(image_folder, f"train.num_steps={last + 2 * train_runs.CKPT_EVERY}",
+                              "optim.learning_rate=1e30")
+  code, log = train_runs.train(workdir, sets, cache_dir)
+  assert code == 2, log[-3000:]
+  assert "msinn train: error: training diverged: the loss is" in log
+  assert f"the newest checkpoint, step {last} in" in log
+  assert checkpoint.Checkpointer(workdir / "checkpoints").latest_step() == last
+  jax.tree.map(np.testing.assert_array_equal, _params(workdir), _params(reference, last))
+
+
+@pytest.mark.slow
+def test_fine_tune_start_widens_a_trained_checkpoint(reference):
+  config = config_lib.apply_overrides(
+      config_lib.load_config_file(CONFIGS / "smoke.py"),
+      ["model.anchor_num=6", f"train.init_from={reference / 'checkpoints'}"])
+  mesh = mesh_lib.make_mesh()
+  trainer = train_lib.build_trainer(config, mesh)
+  abstract = trainer.abstract_state((1, 64, 64, 3))
+  params = train_lib.fine_tune_params(config.train.init_from, config, abstract, mesh)
+  trained = _params(reference)
+  for name in GAIN_TABLES:
+    table, old = np.asarray(params["gains"][name]), np.asarray(trained["gains"][name])
+    np.testing.assert_array_equal(table, np.concatenate([old, old[-1:], old[-1:]]))
+  jax.tree.map(np.testing.assert_array_equal, params["flow"], trained["flow"])
+  with pytest.raises(UserError, match="does not fit"):
+    narrow = dataclasses.replace(config, model=dataclasses.replace(config.model, N=8))
+    train_lib.fine_tune_params(config.train.init_from, narrow,
+                               train_lib.build_trainer(narrow, mesh).abstract_state(
+                                   (1, 64, 64, 3)), mesh)
