@@ -107,3 +107,15 @@ def test_ms_ssim_db():
   np.testing.assert_allclose(np.asarray(metrics.ms_ssim_db(np.array([0.9, 0.99, 0.999]))),
                              [10., 20., 30.], rtol=1e-5)  # float32 1 - 0.999.
   assert np.isinf(float(metrics.ms_ssim_db(1.)))
+
+
+@pytest.mark.parametrize("a,b", [(100., 120.), (30., 200.), (0., 255.)])
+def test_ms_ssim_of_flat_images_follows_the_definition(a, b):
+  """Wang et al. (2003): for flat images every contrast-structure term is (C2)/(C2) = 1 and
+  only the coarsest scale's luminance term remains, l = (2ab + C1) / (a^2 + b^2 + C1),
+  raised to that scale's weight 0.1333, with C1 = (0.01 * 255)^2."""
+  c1 = (0.01 * 255) ** 2
+  expected = ((2 * a * b + c1) / (a * a + b * b + c1)) ** 0.1333
+  x = np.full((1, 176, 176, 3), a, np.float32)
+  y = np.full((1, 176, 176, 3), b, np.float32)
+  np.testing.assert_allclose(np.asarray(metrics.ms_ssim(x, y))[0], expected, rtol=1e-5)
