@@ -142,3 +142,21 @@ def test_convert_command_writes_a_loadable_checkpoint(small, tmp_path, capsys):
   _equal_trees(jax.device_get(loaded.variables["params"]), params)
   assert main(["convert", str(src), "-o", str(tmp_path / "ckpt")]) == 2  # Not empty.
   assert "not empty" in capsys.readouterr().err
+
+
+def test_unused_context_networks_of_the_official_model_are_accepted():
+  """The official model builds sc_transforms/entropy_parameters for every slice but uses
+  them only for the last `spatial_context_num`; their weights are in its checkpoints."""
+  from msinn_jax.convert import abstract_params
+  config = small_config(spatial_context_num=3, sc_type="ckbd_k5", lrp=False)
+  zeros = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, np.float32),
+                                 abstract_params(config))
+  sd = export_state_dict(zeros, config)
+  assert "sc_transforms.0.weight" not in sd and "sc_transforms.2.weight" in sd
+  sd["sc_transforms.0.weight"] = np.zeros((96, 48, 5, 5), np.float32)
+  sd["entropy_parameters.1.0.weight"] = np.zeros((160, 192, 1, 1), np.float32)
+  assert infer_config(sd, spatial_context_num=3) == config
+  convert_state_dict(sd, config)
+  sd["sc_transforms.2.extra"] = np.zeros(1, np.float32)
+  with pytest.raises(CheckpointError, match=r"sc_transforms\.2\.extra"):
+    convert_state_dict(sd, config)

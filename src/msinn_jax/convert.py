@@ -116,7 +116,12 @@ def convert_state_dict(state_dict: Mapping[str, Any], config: ModelConfig) -> di
                             f"which does not fit parameter {'/'.join(path)} of shape {shape}")
     out[path] = jnp.asarray(value, leaf.dtype)
   _check_permutations(sd, config)
-  left = sorted(k for k in sd if k not in used and not any(p.match(k) for p in _IGNORED))
+  # The official model builds spatial-context and entropy-parameter networks for every
+  # slice, but uses them only for the last `spatial_context_num` slices.
+  unused = [re.compile(rf"^(sc_transforms|entropy_parameters)\.{k}\.")
+            for k in range(config.num_slices) if not config.uses_spatial_context(k)]
+  left = sorted(k for k in sd if k not in used
+                and not any(p.match(k) for p in (*_IGNORED, *unused)))
   if left:
     raise CheckpointError(f"checkpoint has {len(left)} unexpected entries, e.g. {left[:3]} "
                           "(does the model configuration match the checkpoint?)")
@@ -185,14 +190,22 @@ def infer_config(sd: Mapping[str, Any], **overrides) -> ModelConfig:
       use_act_norm="g_a0.0.actnorm.bias" in sd,
       post_process="post_net.conv1.weight" in sd,
       lrp="lrp_transforms.0.0.weight" in sd,
-      sc_type="multi_ckbd" if "sc_transforms.0.0.weight" in sd else
-      f"ckbd_k{_numpy(sd['sc_transforms.0.weight']).shape[-1]}",
+      sc_type=_infer_sc_type(sd),
       anchor_num=int(_numpy(sd["gain"]).shape[0]),
       context_width=int(_numpy(sd["cc_transforms.0.0.weight"]).shape[0]),
       in_channels=c0 // 4,
   )
   opts.update(overrides)
   return ModelConfig(**opts)
+
+
+def _infer_sc_type(sd: Mapping[str, Any]) -> str:
+  for key, value in sd.items():
+    if re.match(r"^sc_transforms\.\d+\.0\.weight$", key):
+      return "multi_ckbd"
+    if re.match(r"^sc_transforms\.\d+\.weight$", key):
+      return f"ckbd_k{_numpy(value).shape[-1]}"
+  return "multi_ckbd"  # No spatial context in use at all.
 
 
 def load_official(path: str | os.PathLike, config: ModelConfig | None = None
