@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from helpers import image, init_model, small_config
-from msinn_jax import schedule
+from msinn_jax import coding, schedule
 from msinn_jax.codec import Codec, padding
 from msinn_jax.errors import BitstreamError, UserError
 from msinn_jax.model import MSINN
@@ -145,12 +145,28 @@ def test_streams_from_another_model_or_version_are_refused(codec, stream):
     codec.decompress(bytes(bumped))
 
 
+def _repack(stream, **header_changes):
+  """A stream with consistent checksums but changed header fields or payloads."""
+  header, stages = coding.unpack(stream)
+  payloads = header_changes.pop("payloads", None)
+  if payloads is not None:
+    stages = [coding.Stage(p, s.index_crc) for p, s in zip(payloads, stages)]
+  return coding.pack(dataclasses.replace(header, **header_changes), stages)
+
+
 def test_absurd_sizes_are_refused_before_allocating(codec, stream):
   big = bytearray(stream)
   big[17:21] = struct.pack(">I", 4_000_000_000)
   big[-4:] = struct.pack(">I", zlib.crc32(bytes(big[:-4])))
   with pytest.raises(BitstreamError):
     codec.decompress(bytes(big))
+  # Within the format's limits and with valid checksums, but far beyond the codec's.
+  forged = _repack(stream, height=65536, width=65536, padded_height=65536,
+                   padded_width=65536)
+  with pytest.raises(BitstreamError, match="limit"):
+    codec.decompress(forged)
+  with pytest.raises(BitstreamError, match="padding"):
+    codec.decompress(_repack(stream, padded_height=128))  # The model pads 20 rows to 64.
   for bad in (b"", b"MSNN", stream[:40], stream[:-1]):
     with pytest.raises(BitstreamError):
       codec.decompress(bad)
@@ -177,6 +193,29 @@ def test_mutated_streams_never_crash(codec, stream, data):
   assert bytes(mutated) == stream or out.image.shape == (20, 24, 3)
 
 
+@hypothesis.settings(max_examples=25, deadline=20_000,
+                     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+@hypothesis.given(data=st.data())
+def test_mutated_payloads_with_valid_checksums_never_crash(codec, stream, data):
+  """Past the CRCs: corrupt payloads reach the range decoder and the index checks."""
+  _, stages = coding.unpack(stream)
+  payloads = [s.payload for s in stages]
+  i = data.draw(st.integers(0, len(payloads) - 1))
+  p = bytearray(payloads[i])
+  if data.draw(st.booleans()) and p:
+    p = p[:data.draw(st.integers(0, len(p) - 1))]
+  elif p:
+    p[data.draw(st.integers(0, len(p) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+  else:
+    p = bytearray(data.draw(st.binary(min_size=1, max_size=8)))
+  payloads[i] = bytes(p)
+  try:
+    out = codec.decompress(_repack(stream, payloads=payloads))
+  except BitstreamError:
+    return
+  assert out.image.shape == (20, 24, 3)
+
+
 def test_rates_outside_the_anchors_are_user_errors(codec):
   with pytest.raises(UserError, match="outside"):
     codec.compress(_photo(8, 8), 4.5)
@@ -184,3 +223,5 @@ def test_rates_outside_the_anchors_are_user_errors(codec):
     codec.compress(_photo(8, 8), float("nan"))
   with pytest.raises(UserError, match="uint8"):
     codec.compress(np.zeros((8, 8), np.uint8), 1)
+  with pytest.raises(UserError, match="number"):
+    codec.compress(_photo(8, 8), None)

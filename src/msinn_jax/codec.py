@@ -35,6 +35,9 @@ from msinn_jax.errors import BitstreamError, UserError
 from msinn_jax.model import MSINN
 
 MAX_SIDE = 65536
+# Largest padded image the codec runs its networks on (8192 x 8192): a header claiming
+# more is refused before any allocation, however valid its checksums.
+MAX_PIXELS = 2**26
 
 
 def padding(height: int, width: int, multiple: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -134,6 +137,10 @@ class Codec:
 
   def _check_rate(self, rate: float) -> jax.Array:
     top = self.config.anchor_num - 1
+    try:
+      rate = float(rate)
+    except (TypeError, ValueError):
+      raise UserError(f"rate must be a number, got {rate!r}") from None
     if not np.isfinite(rate) or not 0 <= rate <= top:
       raise UserError(f"rate {rate} is outside [0, {top}] (anchor_num={top + 1})")
     return jnp.full((1,), np.float32(rate))
@@ -147,10 +154,12 @@ class Codec:
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
       raise UserError(f"expected an [H, W, 3] uint8 image, got {image.shape} {image.dtype}")
     h, w, _ = image.shape
-    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
-      raise UserError(f"image size {h}x{w} is outside 1..{MAX_SIDE}")
     rate_arr = self._check_rate(rate)
     pad = padding(h, w, self.config.pad_multiple)
+    ph, pw = h + sum(pad[0]), w + sum(pad[1])
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE) or ph * pw > MAX_PIXELS:
+      raise UserError(f"image size {h}x{w} is outside what the codec takes "
+                      f"(sides 1..{MAX_SIDE}, at most {MAX_PIXELS} padded pixels)")
     x = np.pad(image.astype(np.float32) / 255.0, (*pad, (0, 0)))[None]
     stages, estimated, x_tilde, coding_seconds = self._encode(jnp.asarray(x), rate_arr)
     recon = self._crop(self._output(self.variables, x_tilde), h, w, pad)
@@ -210,6 +219,9 @@ class Codec:
     if (ph, pw) != (header.height + sum(expected_pad[0]), header.width + sum(expected_pad[1])):
       raise BitstreamError(f"header sizes {header.height}x{header.width} padded to {ph}x{pw} "
                            f"do not match this model's padding to {cfg.pad_multiple}")
+    if ph * pw > MAX_PIXELS:
+      raise BitstreamError(f"header declares a {ph}x{pw} image, more than the codec's limit "
+                           f"of {MAX_PIXELS} pixels")
     if len(stages) != len(schedule.steps(cfg)):
       raise BitstreamError(f"stream has {len(stages)} stages; this model codes "
                            f"{len(schedule.steps(cfg))}")

@@ -48,7 +48,11 @@ from msinn_jax.postfilter import UNetPost
 
 
 def as_rate(rate: Any, batch: int) -> jax.Array:
-  """A rate argument (int, float, list of per-sample values, or array) as float32 [B]."""
+  """A rate argument (int, float, list of per-sample values, or array) as float32 [B].
+
+  Rates outside [0, anchor_num - 1] are clamped to it by the gain units (they may be
+  traced, so they cannot be checked here); the codec and the tools reject them.
+  """
   r = jnp.asarray(rate, jnp.float32)
   if r.ndim == 0:
     return jnp.full((batch,), r)
