@@ -15,7 +15,7 @@ from msinn_jax.rd.results import RDError
 _RATE = np.array([0.048, 0.112, 0.246, 0.491, 0.875, 1.431, 2.325, 3.633])
 _PSNR = np.array([26.14, 28.49, 31.20, 34.26, 37.42, 40.42, 43.51, 46.59])
 
-# BD-rate vs VTM on Kodak, from /work/shared/reference/rd_kodak/SUMMARY.md (percent,
+# BD-rate vs VTM on Kodak, from ../shared/reference/rd_kodak/SUMMARY.md (percent,
 # whole interval, then PSNR >= 36 dB), for curves shipped in reference_curves.json.
 _SUMMARY = {
     # name: (cubic, pchip, cubic >= 36 dB, pchip >= 36 dB)
@@ -26,7 +26,8 @@ _SUMMARY = {
     "jpeg2000-openjpeg": (45.4, 45.4, 28.7, 28.7),
     "elic2022": (-7.2, -7.0, -6.9, -5.3),
 }
-_SHARED_TABLE = pathlib.Path("/work/shared/reference/rd_kodak/bdrate_vs_vtm.json")
+_SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"  # Beside the checkout.
+_SHARED_TABLE = _SHARED / "reference" / "rd_kodak" / "bdrate_vs_vtm.json"
 
 
 @pytest.mark.parametrize("method", bd.METHODS)

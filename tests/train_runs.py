@@ -23,7 +23,7 @@ from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE_CONFIG = REPO / "experiments" / "configs" / "smoke.py"
-TRAIN_IMAGES = pathlib.Path("/work/shared/datasets/train")
+TRAIN_IMAGES = REPO.parent / "shared" / "datasets" / "train"  # Beside the checkout.
 RUN_TIMEOUT_S = 480  # Per training process (a cold compile on a busy 2-core machine).
 
 # The reference run: the smoke model, global batch 8 of 64 x 64 crops, 12 steps, a
