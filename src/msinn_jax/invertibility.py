@@ -12,10 +12,9 @@ actual input u, without quantisation:
 and checks the log-determinants: forward + inverse of every piece, g_a + g_s, and g_a
 against the sum of the units' forward log-determinants (all ~0 for a consistent flow).
 
-The per-unit path rebuilds the flow's structure from the config (as `MultiScaleFlow`,
-`FlowStage` and `InvUnit` do); `InvertibilityReport.path_mismatch` measures how far that
-path is from the real g_a, so a change in the flow modules that this file does not follow
-shows up as a non-zero number instead of silently wrong rows.
+The per-unit path walks the flow's own structure (`make_stages`, `stage_units`,
+`unit_pieces`, the same lists the modules apply); `InvertibilityReport.path_mismatch`
+still measures how far composing the pieces is from the real g_a.
 
 Each stage's checks are one jitted function, g_a and g_s are jitted as wholes; the flow
 modules are static arguments, so checkers of equal configs share compilations.
@@ -36,12 +35,9 @@ import numpy as np
 
 from msinn_jax.codec import padding
 from msinn_jax.config import ModelConfig
-from msinn_jax.flow.actnorm import ActNorm
-from msinn_jax.flow.coupling import Coupling
-from msinn_jax.flow.mixing import make_mixing
-from msinn_jax.flow.multiscale import FlowStage, MultiScaleFlow
+from msinn_jax.flow.multiscale import FlowStage, MultiScaleFlow, make_stages, stage_units
 from msinn_jax.flow.squeeze import space_to_depth
-from msinn_jax.flow.unit import InvUnit
+from msinn_jax.flow.unit import unit_pieces
 
 DTYPES = ("float32", "float64")
 
@@ -158,30 +154,6 @@ def codec_input(rgb: np.ndarray, config: ModelConfig) -> np.ndarray:
   return np.pad(np.asarray(rgb).astype(np.float32) / 255.0, (*pad, (0, 0)))
 
 
-# --- The flow's structure, rebuilt from the config ----------------------------------------
-
-
-def _stages(config: ModelConfig) -> list[FlowStage]:
-  """The stages exactly as `MultiScaleFlow.setup` builds them."""
-  return [FlowStage(d, h, config.flow_permutation, config.flow_coupling, config.use_act_norm,
-                    seed=s)
-          for s, (d, h) in enumerate(zip(config.depths, config.stage_hidden))]
-
-
-def _units(stage: FlowStage) -> list[InvUnit]:
-  """The units of a stage exactly as `FlowStage.__call__` builds them."""
-  return [InvUnit(stage.hidden, stage.permutation, stage.coupling, stage.use_act_norm,
-                  seed=stage.seed * 1000 + i) for i in range(stage.depth)]
-
-
-def _pieces(unit: InvUnit) -> list[tuple[str, nn.Module]]:
-  """(parameter name, module) of a unit's pieces in forward order, as `InvUnit` builds them."""
-  pieces = [("actnorm", ActNorm())] if unit.use_act_norm else []
-  pieces.append(("permute", make_mixing(unit.permutation, unit.seed)))
-  pieces.append(("coupling", Coupling(unit.hidden, unit.coupling)))
-  return pieces
-
-
 def _round_trip(module: nn.Module, params: Any, u: jax.Array) -> tuple[jax.Array, ...]:
   """(forward(u), max err, mean err, logdet fwd, logdet inv, max |u|) of one module on
   u [1, ...]."""
@@ -204,11 +176,11 @@ def _check_stage(stage: FlowStage, params: Any, h: jax.Array
   """
   rows, mismatch = [], jnp.zeros((), h.dtype)
   u = h
-  for i, unit in enumerate(_units(stage)):
-    unit_params = params[f"unit{i}"]
+  for unit in stage_units(stage):
+    unit_params = params[unit.name]
     v = u
-    for name, piece in _pieces(unit):
-      v, *stats = _round_trip(piece, unit_params.get(name, {}), v)
+    for piece in unit_pieces(unit):
+      v, *stats = _round_trip(piece, unit_params.get(piece.name, {}), v)
       rows.append(tuple(stats))
     out, *stats = _round_trip(unit, unit_params, u)
     rows.append(tuple(stats))
@@ -235,8 +207,8 @@ def _synthesis(flow: MultiScaleFlow, variables: Any, latents: list[jax.Array]
 def _row_labels(stage_index: int, stage: FlowStage) -> list[tuple[int, int | None, str]]:
   """(stage, unit, piece) of every row `_check_stage` returns."""
   labels = []
-  for i, unit in enumerate(_units(stage)):
-    labels += [(stage_index, i, name) for name, _ in _pieces(unit)]
+  for i, unit in enumerate(stage_units(stage)):
+    labels += [(stage_index, i, piece.name) for piece in unit_pieces(unit)]
     labels.append((stage_index, i, "unit"))
   labels.append((stage_index, None, "stage"))
   return labels
@@ -265,7 +237,7 @@ class InvertibilityChecker:
       raise ValueError("params has no 'flow' subtree; pass variables['params'] of an MSINN")
     self.config, self.dtype, self.precision = config, dtype, precision
     self._params = params["flow"]
-    self._stages = _stages(config)
+    self._stages = make_stages(config)
     self._flow = MultiScaleFlow(config)
 
   @contextlib.contextmanager

@@ -38,14 +38,27 @@ class FlowStage(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
-    order = range(self.depth - 1, -1, -1) if inverse else range(self.depth)
+    units = stage_units(self)
     logdet = jnp.zeros((x.shape[0],), x.dtype)
-    for i in order:
-      unit = InvUnit(self.hidden, self.permutation, self.coupling, self.use_act_norm,
-                     seed=self.seed * 1000 + i, name=f"unit{i}")
+    for unit in (units[::-1] if inverse else units):
       x, ld = unit(x, inverse)
       logdet = logdet + ld
     return x, logdet
+
+
+def stage_units(stage: FlowStage) -> list[InvUnit]:
+  """A stage's units in forward order, named as their parameters (see `unit_pieces`)."""
+  return [InvUnit(stage.hidden, stage.permutation, stage.coupling, stage.use_act_norm,
+                  seed=stage.seed * 1000 + i, name=f"unit{i}") for i in range(stage.depth)]
+
+
+def make_stages(config: ModelConfig) -> list[FlowStage]:
+  """The flow's stages, finest first, named as their parameters (`stage{s}`)."""
+  return [
+      FlowStage(d, h, config.flow_permutation, config.flow_coupling, config.use_act_norm,
+                seed=s, name=f"stage{s}")
+      for s, (d, h) in enumerate(zip(config.depths, config.stage_hidden))
+  ]
 
 
 class MultiScaleFlow(nn.Module):
@@ -54,12 +67,7 @@ class MultiScaleFlow(nn.Module):
   config: ModelConfig
 
   def setup(self):
-    cfg = self.config
-    self.stages = [
-        FlowStage(d, h, cfg.flow_permutation, cfg.flow_coupling, cfg.use_act_norm, seed=s,
-                  name=f"stage{s}")
-        for s, (d, h) in enumerate(zip(cfg.depths, cfg.stage_hidden))
-    ]
+    self.stages = make_stages(self.config)
 
   def analysis(self, x: jax.Array) -> tuple[list[jax.Array], jax.Array]:
     """g_a.

@@ -22,11 +22,7 @@ class InvUnit(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
     """Args: x [B, H, W, C]. Returns (y [B, H, W, C], log|det| [B])."""
-    steps = []
-    if self.use_act_norm:
-      steps.append(ActNorm(name="actnorm"))
-    steps.append(make_mixing(self.permutation, self.seed, name="permute"))
-    steps.append(Coupling(self.hidden, self.coupling, name="coupling"))
+    steps = unit_pieces(self)
     if inverse:
       steps = steps[::-1]
     logdet = 0.0
@@ -34,3 +30,15 @@ class InvUnit(nn.Module):
       x, ld = step(x, inverse)
       logdet = logdet + ld
     return x, logdet
+
+
+def unit_pieces(unit: InvUnit) -> list[nn.Module]:
+  """A unit's invertible pieces in forward order, named as their parameters.
+
+  A plain function, not a method: inside `InvUnit.__call__` the pieces become its
+  submodules; called on an unbound unit (the invertibility report) they are standalone.
+  """
+  steps = [ActNorm(name="actnorm")] if unit.use_act_norm else []
+  steps.append(make_mixing(unit.permutation, unit.seed, name="permute"))
+  steps.append(Coupling(unit.hidden, unit.coupling, name="coupling"))
+  return steps
