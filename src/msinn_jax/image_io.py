@@ -17,6 +17,8 @@ from PIL import Image, UnidentifiedImageError
 
 from msinn_jax.errors import UserError
 
+# File name extensions the tools take for images (lower case).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 ACCEPTED_MODES = ("RGB", "RGBA", "L", "LA", "1", "P", "PA")
 
 

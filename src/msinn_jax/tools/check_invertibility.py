@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 
 from msinn_jax.errors import UserError
-from msinn_jax.image_io import read_rgb
+from msinn_jax.image_io import IMAGE_EXTENSIONS, read_rgb
 from msinn_jax.invertibility import (DTYPES, InvertibilityChecker, InvertibilityReport,
                                      codec_input)
 from msinn_jax.tools.common import add_model_args, device_scope
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 PRECISIONS = ("default", "high", "highest")
 
 

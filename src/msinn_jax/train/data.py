@@ -44,10 +44,10 @@ import numpy as np
 from PIL import Image
 
 from msinn_jax.errors import UserError
+from msinn_jax.image_io import IMAGE_EXTENSIONS
 
 T = TypeVar("T")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 # Errors PIL raises for files it cannot identify or decode (UnidentifiedImageError is an
 # OSError; some truncated files raise SyntaxError or ValueError from the plugin parsers).
