@@ -32,21 +32,6 @@ from msinn_jax.train.state import GAIN_TABLES, learning_rate_schedule, widen_anc
 CONFIGS = train_runs.REPO / "experiments" / "configs"
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> pathlib.Path:
-  return train_runs.session_dir(tmp_path_factory, "jax_cache")
-
-
-@pytest.fixture(scope="session")
-def image_folder(tmp_path_factory) -> pathlib.Path:
-  return train_runs.make_image_folder(train_runs.session_dir(tmp_path_factory, "images"))
-
-
-@pytest.fixture(scope="session")
-def reference(tmp_path_factory, image_folder, cache_dir) -> pathlib.Path:
-  return train_runs.reference_run(tmp_path_factory, image_folder, cache_dir)
-
-
 def _params(workdir: pathlib.Path, step: int | None = None):
   path = workdir / "checkpoints" / (str(step) if step is not None else "")
   return checkpoint.load_params(path)[0]

@@ -34,21 +34,6 @@ from msinn_jax.train import checkpoint
 from msinn_jax.train.metrics_log import read_metrics
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> pathlib.Path:
-  return train_runs.session_dir(tmp_path_factory, "jax_cache")
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory) -> pathlib.Path:
-  return train_runs.make_image_folder(train_runs.session_dir(tmp_path_factory, "images"))
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, image_folder, cache_dir) -> pathlib.Path:
-  return train_runs.reference_run(tmp_path_factory, image_folder, cache_dir)
-
-
 def _assert_same_training(workdir: pathlib.Path, reference: pathlib.Path) -> None:
   """Same per-step loss and gradient norm, and the same final parameters (see above)."""
   actual, expected = read_metrics(workdir), read_metrics(reference)
