@@ -6,7 +6,9 @@
   msinn train --config experiments/configs/finetune.py --workdir runs/anchor12 \\
       --set train.init_from=runs/anchor8/checkpoints --set data.folder=/data/flickr2w/train
 
-A workdir that already holds checkpoints is resumed from the newest one. Several
+A workdir that already holds checkpoints is resumed from the newest one; with
+`--time-limit SECONDS` the run stops in time, saves and exits 0, to be resumed by the
+same command (preemptible jobs, short GPU slots). Several
 processes (one per host) run the same command with
 `--set distributed.coordinator_address=HOST:PORT distributed.num_processes=N
 distributed.process_id=I`, or `distributed.auto_detect=True` on TPU pods and SLURM.
@@ -34,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       metavar="KEY=VALUE",
                       help="override config fields, e.g. train.num_steps=20 "
                       "optim.lr_drops='(0.9, 0.96)' (repeatable)")
+  parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                      help="stop (and save) before this many seconds have passed; "
+                      "the same command resumes")
   parser.add_argument("--print-config", action="store_true",
                       help="print the resolved config as JSON and exit")
 
@@ -68,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
   logger.setLevel(logging.INFO)
   logger.propagate = False
   try:
-    train_lib.train_and_evaluate(config, args.workdir)
+    if args.time_limit is not None and args.time_limit <= 0:
+      raise UserError(f"--time-limit must be positive, got {args.time_limit}")
+    train_lib.train_and_evaluate(config, args.workdir, time_limit_s=args.time_limit)
   except train_lib.NonFiniteLossError as e:
     raise UserError(str(e)) from None
   return 0

@@ -147,6 +147,19 @@ class Checkpointer:
           f"{e}") from e
     return restored[STATE], restored[CONFIG]
 
+  def saved_config(self, step: int) -> dict[str, Any]:
+    """The config saved with checkpoint `step`, reading nothing else.
+
+    Raises:
+      CheckpointError: no such step.
+    """
+    if step not in self._manager.all_steps():
+      raise CheckpointError(
+          f"no checkpoint for step {step} in {self.directory} (have {self.all_steps()})")
+    restored = self._manager.restore(step, args=ocp.args.Composite(**{
+        CONFIG: ocp.args.JsonRestore()}))
+    return restored[CONFIG]
+
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any], int]:
     """Restores the newest checkpoint; see `restore`.
 

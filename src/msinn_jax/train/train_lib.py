@@ -15,6 +15,9 @@ One loop for one CPU, one GPU, a multi-GPU host or a multi-host pod:
                rng, the data position and the resolved config (async Orbax)
   guard        a non-finite loss stops the run with `NonFiniteLossError` before any
                state computed from it is saved; the newest checkpoint stays intact
+  time limit   `time_limit_s` ends the run early (a preemptible slot, a job with a
+               wall-clock limit): it stops before a step would cross the limit, saves
+               that step and returns; the next call resumes from it
   logging      process 0: `<workdir>/metrics.jsonl` (and TensorBoard if available)
                with loss, bpp, mse, psnr and bpp/psnr per rate index, plus a tqdm bar
 
@@ -228,8 +231,41 @@ def _start(config: ExperimentConfig, trainer: Trainer, loader: data_lib.CropLoad
   return state, rng, 0
 
 
+class _Clock:
+  """Decides when a time-limited run stops: before a step would end past the limit.
+
+  The next step is assumed to take as long as the slowest of the last few (the first,
+  which compiles, is not counted). With several processes, process 0's decision is
+  broadcast every `sync_every` steps so that all of them stop after the same step.
+  """
+
+  def __init__(self, limit_s: float | None, start: float, sync_every: int = 10):
+    self.limit_s, self.start, self.sync_every = limit_s, start, sync_every
+    self._last: float | None = None
+    self._recent: list[float] = []
+
+  def tick(self, done: int) -> bool:
+    """Records that step `done` was queued; returns whether to stop after it."""
+    now = time.time()
+    if self._last is not None:
+      self._recent = (self._recent + [now - self._last])[-5:]
+    self._last = now
+    if self.limit_s is None:
+      return False
+    next_step = max(self._recent, default=0.0)
+    stop = now - self.start + 2 * next_step >= self.limit_s
+    if jax.process_count() == 1:
+      return stop
+    if done % self.sync_every:
+      return False
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(stop)))
+
+
 def train_and_evaluate(config: ExperimentConfig,
-                       workdir: str | os.PathLike[str]) -> TrainState:
+                       workdir: str | os.PathLike[str],
+                       *,
+                       time_limit_s: float | None = None) -> TrainState:
   """Trains `config` in `workdir`, resuming from its newest checkpoint if any.
 
   Call on every process of a multi-process run, each with its own
@@ -238,6 +274,9 @@ def train_and_evaluate(config: ExperimentConfig,
   Args:
     config: the experiment (see `train/config.py` and `experiments/configs/`).
     workdir: output folder: `checkpoints/`, `metrics.jsonl`.
+    time_limit_s: wall-clock seconds this call may take, counted from its start
+      (compilation and restore included, the final checkpoint's write not): the loop
+      stops early, saves and returns. None runs to `train.num_steps`.
 
   Returns:
     The final state (replicated over all devices).
@@ -246,6 +285,7 @@ def train_and_evaluate(config: ExperimentConfig,
     NonFiniteLossError: the loss became NaN or infinite (nothing of it was saved).
     UserError: bad data, config or checkpoint.
   """
+  started = time.time()
   dist = config.validate().distributed
   mesh_lib.maybe_initialize_distributed(
       dist.coordinator_address, dist.num_processes, dist.process_id,
@@ -270,6 +310,7 @@ def train_and_evaluate(config: ExperimentConfig,
     metrics = _MetricsBuffer(config.model.anchor_num)
     bar = ProgressBar(num_steps, initial=start)
     tick, tick_step = time.time(), start
+    clock = _Clock(time_limit_s, started)
     try:
       with loader.iterator(start, prefetch=config.data.prefetch,
                            num_workers=config.data.num_workers) as batches:
@@ -278,8 +319,10 @@ def train_and_evaluate(config: ExperimentConfig,
           state, step_metrics = trainer.step(state, batch, rng)
           done = step + 1
           metrics.add(done, step_metrics)
-          save_now = done % every == 0 or done == num_steps
-          log_now = done % config.train.log_every_steps == 0 or done == num_steps
+          out_of_time = clock.tick(done)
+          last = done == num_steps or out_of_time
+          save_now = done % every == 0 or last
+          log_now = done % config.train.log_every_steps == 0 or last
           # Waits for the previous step only, unless this one is saved or logged.
           metrics.fetch(keep=0 if save_now or log_now else 1)
           if save_now:
@@ -295,6 +338,10 @@ def train_and_evaluate(config: ExperimentConfig,
             bar.update(1, {k: summary[k] for k in ("loss", "bpp", "psnr")})
           else:
             bar.update(1)
+          if out_of_time:
+            log.info("time limit of %.0f s reached: stopped and saved at step %d",
+                     time_limit_s, done)
+            break
     except NonFiniteLossError as e:
       ckpt.wait_until_finished()
       latest = ckpt.latest_step()
