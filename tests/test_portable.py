@@ -128,3 +128,19 @@ def test_import_without_optimizer_keeps_the_step_and_schedule(tmp_path, referenc
   other = _config(image_folder, "model.N=8")
   with pytest.raises(CheckpointError, match="different model"):
     portable.import_run(weights, None, tmp_path / "other", other)
+
+
+def test_shipped_weights_become_every_tool_default(monkeypatch, tmp_path, reference):
+  from msinn_jax import weights
+  path = tmp_path / "default_model.npz"
+  portable.export_run(reference, path, card={"slots": [
+      {"device": "NVIDIA H200", "train_seconds": 120.0}]})
+  monkeypatch.setattr(weights, "DEFAULT_WEIGHTS", tmp_path / "absent.npz")
+  assert "UNTRAINED" in load_model(None).description
+  monkeypatch.setattr(weights, "DEFAULT_WEIGHTS", path)
+  for spec in (None, "default"):
+    loaded = load_model(spec)
+    assert loaded.config.N == 16 and "UNTRAINED" not in loaded.description
+    assert f"trained {train_runs.NUM_STEPS} steps in 1 slot(s), 2 min on NVIDIA H200" in \
+        loaded.description
+  assert "UNTRAINED" in load_model("untrained").description

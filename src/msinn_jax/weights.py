@@ -1,9 +1,12 @@
 """Where a model's weights come from: a checkpoint spec -> (config, variables).
 
 A spec is one of
-  * None or "untrained": the default model. No trained weights ship yet, so this is a
-    clearly labelled *untrained* model (deterministic random weights with the gain tables
-    spread over a range of rates), good for exercising the tools, not for quality;
+  * None or "default": the default model, `msinn_jax/data/default_model.npz` when the
+    package ships it (trained in short GPU slots by `experiments/slot.py`; its model
+    card, in the file, says how far), else the untrained model;
+  * "untrained": a clearly labelled *untrained* model (deterministic random weights with
+    the gain tables spread over a range of rates), good for exercising the tools, not for
+    quality;
   * a directory: a checkpoint written by `msinn train` (Orbax), latest step;
   * a `.pth` / `.pth.tar` file: an official PyTorch checkpoint (needs torch);
   * a `.npz` file: the parity-fixture layout.
@@ -13,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
+import pathlib
 from typing import Any
 
 import jax
@@ -23,6 +28,7 @@ import numpy as np
 from msinn_jax.config import ModelConfig
 from msinn_jax.errors import CheckpointError
 
+DEFAULT_WEIGHTS = pathlib.Path(__file__).with_name("data") / "default_model.npz"
 UNTRAINED = ModelConfig(N=32, M=48, depths=(2, 2, 2, 2), context_width=32, anchor_num=8)
 
 
@@ -79,12 +85,35 @@ def untrained_params(config: ModelConfig, seed: int = 0) -> dict[str, Any]:
 def untrained_model(seed: int = 0) -> LoadedModel:
   """The labelled untrained default model."""
   return LoadedModel(UNTRAINED, {"params": untrained_params(UNTRAINED, seed)},
-                     "UNTRAINED default model (random weights; no trained weights ship yet)")
+                     "UNTRAINED model (random weights; no trained default ships yet)")
+
+
+def describe_card(card: dict[str, Any]) -> str:
+  """One line on how a shipped model was trained, from its card."""
+  slots = card.get("slots", [])
+  devices = sorted({s.get("device", "?") for s in slots})
+  seconds = sum(float(s.get("train_seconds", 0.0)) for s in slots)
+  return (f"trained {card.get('step', '?')} steps in {len(slots)} slot(s), "
+          f"{seconds / 60:.0f} min on {', '.join(devices) or '?'}")
+
+
+@functools.lru_cache(maxsize=4)
+def shipped_model(path: str) -> LoadedModel:
+  """The default model shipped in the package (`DEFAULT_WEIGHTS`)."""
+  from msinn_jax.convert import load_official
+  config, variables = load_official(path)
+  with np.load(path, allow_pickle=False) as z:
+    card = json.loads(str(z["card_json"])) if "card_json" in z.files else {}
+  return LoadedModel(config, variables, f"default model ({describe_card(card)})")
 
 
 def load_model(spec: str | os.PathLike | None) -> LoadedModel:
   """Resolves a checkpoint spec (see the module docstring)."""
-  if spec is None or str(spec) == "untrained":
+  if spec is None or str(spec) == "default":
+    if DEFAULT_WEIGHTS.is_file():
+      return shipped_model(str(DEFAULT_WEIGHTS))
+    return untrained_model()
+  if str(spec) == "untrained":
     return untrained_model()
   path = os.fspath(spec)
   if os.path.isdir(path):

@@ -13,9 +13,10 @@ from msinn_jax.errors import UserError
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
-      "--checkpoint", default=None,
-      help="training checkpoint directory, official .pth/.pth.tar, or parity .npz "
-           "(default: the built-in model)")
+      "--checkpoint", default="default",
+      help="training checkpoint directory, official .pth/.pth.tar, a weights .npz, "
+           "'default' (the shipped model; untrained until one ships) or 'untrained' "
+           "(default: %(default)s)")
   parser.add_argument("--device", choices=("cpu", "gpu", "tpu"), default=None,
                       help="device to run the networks on (default: JAX's default)")
 

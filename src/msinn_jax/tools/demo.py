@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
   except OSError as e:
     raise UserError(f"cannot create {args.out}: {e}") from None
-  untrained = args.checkpoint in (None, "untrained")
   with device_scope(args.device):
     codec, description = cached_codec(args.checkpoint)
+    untrained = "UNTRAINED" in description
     _banner(description, untrained, time.perf_counter() - start)
     rates = tuple(args.rates) if args.rates else demo.default_rates(codec.config.anchor_num)
     images, note = demo.sample_images(args.size)
@@ -87,7 +87,7 @@ def _banner(description: str, untrained: bool, seconds: float) -> None:
   if untrained:
     rule = "!" * 78
     print(rule)
-    print("!! This is the UNTRAINED default model: its weights are random. The rates and")
+    print("!! This is the UNTRAINED model: its weights are random. The rates and")
     print("!! PSNRs below show that the codec pipeline works end to end, NOT the quality")
     print("!! MSINN reaches. Use --checkpoint with trained or converted official weights.")
     print(rule)
