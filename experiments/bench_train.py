@@ -48,6 +48,35 @@ def _peak_memory(devices: list[jax.Device]) -> tuple[int, str]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host peak RSS (ru_maxrss)"
 
 
+# Dense peak throughput (TFLOP/s) and memory bandwidth (TB/s) of the cards we run on,
+# from NVIDIA's data sheets (SXM parts; the H200 has the H100's compute, more and faster
+# memory). TF32 is what float32 convolutions run at under the "default" precision.
+CARDS = {
+    "H100": {"tf32_tflops": 494.7, "bf16_tflops": 989.4, "fp32_tflops": 66.9, "hbm_tbps": 3.35},
+    "H200": {"tf32_tflops": 494.7, "bf16_tflops": 989.4, "fp32_tflops": 66.9, "hbm_tbps": 4.8},
+}
+
+
+def _roofline(compiled, device: jax.Device, step_s: float, num_devices: int,
+              precision: str) -> dict:
+  """XLA's FLOP and byte counts of the step, and how far the step is from the card's
+  compute- and memory-bound limits (a roofline lower bound on the step time)."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
+  flops, nbytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+  out = {"xla_flops_per_step": flops, "xla_bytes_per_step": nbytes,
+         "achieved_tflops": flops * num_devices / step_s / 1e12 if flops else None}
+  card = next((v for k, v in CARDS.items() if k in device.device_kind), None)
+  if card and flops:
+    peak = card["fp32_tflops"] if precision == "highest" else card["tf32_tflops"]
+    compute_s = flops / (peak * 1e12)
+    memory_s = nbytes / (card["hbm_tbps"] * 1e12)
+    out.update({"card": card, "compute_bound_s": compute_s, "memory_bound_s": memory_s,
+                "roofline_s": max(compute_s, memory_s),
+                "step_over_roofline": step_s / max(compute_s, memory_s)})
+  return out
+
+
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--config", default="default",
@@ -58,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--steps", type=int, default=5, help="timed steps")
   p.add_argument("--set", nargs="+", action="extend", default=[], dest="overrides",
                  metavar="KEY=VALUE", help="config overrides, as for msinn train")
+  p.add_argument("--precision", choices=("default", "high", "highest"), default="default",
+                 help="jax.default_matmul_precision of the step: on NVIDIA GPUs 'default' "
+                 "lets float32 convolutions use TF32, 'highest' does not (default: "
+                 "%(default)s)")
   p.add_argument("--note", default="", help="free text stored in the JSON")
   p.add_argument("--out", default=None, help="JSON path (default experiments/results/...)")
   args = p.parse_args(argv)
@@ -77,25 +110,27 @@ def main(argv: list[str] | None = None) -> int:
   batch = mesh_lib.host_to_global(batch_np, mesh)
   rng = train_lib.replicated_key(0, 1, mesh)
 
-  t = time.perf_counter()
-  init = trainer.init.lower(train_lib.replicated_key(0, 0, mesh), batch).compile()
-  state = jax.block_until_ready(init(train_lib.replicated_key(0, 0, mesh), batch))
-  init_s = time.perf_counter() - t
-  t = time.perf_counter()
-  step = trainer.step.lower(state, batch, rng).compile()
-  compile_s = time.perf_counter() - t
-
-  times = []
-  for i in range(args.warmup + args.steps):
+  with jax.default_matmul_precision(args.precision):  # Traced, hence compiled, in it.
     t = time.perf_counter()
-    state, metrics = step(state, batch, rng)
-    jax.block_until_ready((state, metrics))
-    if i >= args.warmup:
-      times.append(time.perf_counter() - t)
+    init = trainer.init.lower(train_lib.replicated_key(0, 0, mesh), batch).compile()
+    state = jax.block_until_ready(init(train_lib.replicated_key(0, 0, mesh), batch))
+    init_s = time.perf_counter() - t
+    t = time.perf_counter()
+    step = trainer.step.lower(state, batch, rng).compile()
+    compile_s = time.perf_counter() - t
+
+    times = []
+    for i in range(args.warmup + args.steps):
+      t = time.perf_counter()
+      state, metrics = step(state, batch, rng)
+      jax.block_until_ready((state, metrics))
+      if i >= args.warmup:
+        times.append(time.perf_counter() - t)
   assert np.isfinite(float(metrics["loss"])), "the benchmark step diverged"
   peak, peak_source = _peak_memory(devices)
   median = statistics.median(times)
   device = devices[0]
+  roofline = _roofline(step, device, median, len(devices), args.precision)
   result = {
       "device": f"{device.platform}: {device.device_kind}",
       "num_devices": len(devices),
@@ -115,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
       "images_per_sec": args.batch / median,
       "peak_memory_bytes": peak,
       "peak_memory_source": peak_source,
+      "precision": args.precision,
+      **roofline,
       "jax": jax.__version__,
       "note": args.note,
       "command": shlex.join(["python", "experiments/bench_train.py", *(argv or sys.argv[1:])]),

@@ -97,14 +97,21 @@ def describe_card(card: dict[str, Any]) -> str:
           f"{seconds / 60:.0f} min on {', '.join(devices) or '?'}")
 
 
+def _read_card(path: str) -> dict[str, Any] | None:
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      return json.loads(str(z["card_json"])) if "card_json" in z.files else None
+  except (OSError, ValueError):
+    return None  # load_official says what is wrong with the file.
+
+
 @functools.lru_cache(maxsize=4)
 def shipped_model(path: str) -> LoadedModel:
   """The default model shipped in the package (`DEFAULT_WEIGHTS`)."""
   from msinn_jax.convert import load_official
   config, variables = load_official(path)
-  with np.load(path, allow_pickle=False) as z:
-    card = json.loads(str(z["card_json"])) if "card_json" in z.files else {}
-  return LoadedModel(config, variables, f"default model ({describe_card(card)})")
+  return LoadedModel(config, variables,
+                     f"default model ({describe_card(_read_card(path) or {})})")
 
 
 def load_model(spec: str | os.PathLike | None) -> LoadedModel:
@@ -128,6 +135,10 @@ def load_model(spec: str | os.PathLike | None) -> LoadedModel:
   if path.endswith((".pth", ".pth.tar", ".tar", ".pt", ".npz")):
     from msinn_jax.convert import load_official
     config, variables = load_official(path)
+    card = _read_card(path) if path.endswith(".npz") else None
+    if card is not None:  # Written by `msinn_jax.train.portable`.
+      return LoadedModel(config, variables,
+                         f"weights {os.path.basename(path)} ({describe_card(card)})")
     return LoadedModel(config, variables, f"official weights {os.path.basename(path)}")
   if not os.path.exists(path):
     raise CheckpointError(f"no such checkpoint: {path}")

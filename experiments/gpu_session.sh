@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# One call on a lent GPU: the speed benchmarks, then a training slot of the default
+# model with the time that is left, then the trained weights' invertibility.
+#
+# Prepare here (once per machine; all three folders are git-ignored):
+#   python experiments/make_train_pack.py               # .pack/train/ (19 MiB)
+#   cp ../shared/datasets/kodak/kodim01.png .pack/      # the codec benchmark's image
+#   mkdir -p .whl && pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --implementation cp --platform manylinux2014_x86_64 -d .whl constriction==0.5.0
+#   bash experiments/prepare_official.sh                # .official/ (optional baseline)
+# Then, with the device tool:
+#   run(command="bash experiments/gpu_session.sh 560", timeout_s=600,
+#       carry=[".pack", ".whl", ".official"])
+# and here, with the files that come back (files_at):
+#   bash experiments/gpu_session.sh --collect FILES_AT
+#
+# MODE (env, default "both"): "bench" skips the slot, "train" skips the benchmarks.
+# Everything goes to $OUT: session.log as it runs; at the end results.tgz (benchmark
+# JSONs, metrics.jsonl, invertibility reports) and the weights and optimizer state in
+# 15 MiB parts (the device returns at most 8 files of at most 16 MiB).
+set -u
+
+if [[ "${1:-}" == "--collect" ]]; then  # Here: unpack what came back into the repo.
+  src=${2:?usage: gpu_session.sh --collect FILES_AT}
+  root=$(cd "$(dirname "$0")/.." && pwd)
+  mkdir -p "$root/experiments/results/gpu" "$root/experiments/state"
+  tar -xzf "$src/results.tgz" -C "$root/experiments/results/gpu"
+  cp "$src/session.log" "$root/experiments/results/gpu/"
+  if compgen -G "$src/weights.part-*" >/dev/null; then
+    cat "$src"/weights.part-* > "$root/src/msinn_jax/data/default_model.npz"
+    cat "$src"/state.part-* > "$root/experiments/state/default_state.npz"
+  fi
+  ls -la "$root/experiments/results/gpu"
+  exit 0
+fi
+
+BUDGET=${1:-560}
+MODE=${MODE:-both}
+T0=$(date +%s)
+OUT=${OUT:?set OUT to the folder whose files come back}
+R=/tmp/results
+LOG=$OUT/session.log
+mkdir -p "$R"
+export PYTHONUNBUFFERED=1
+export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache  # The slot reuses the benchmark's compile.
+left() { echo $((BUDGET - ($(date +%s) - T0))); }
+step() {  # step LIMIT_S CMD...: run with a limit, log it, never abort the session.
+  local limit=$1
+  shift
+  echo "== [$(($(date +%s) - T0)) s] $* (limit ${limit} s)" >>"$LOG"
+  timeout "$limit" "$@" >>"$LOG" 2>&1
+  echo "== exit $? after $(($(date +%s) - T0)) s" >>"$LOG"
+}
+
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+  >>"$LOG" 2>&1
+export PYTHONPATH=$PWD/src:/tmp/site
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >>"$LOG" 2>&1
+python3 -c "import sys, jax, flax, optax, orbax.checkpoint, constriction; \
+print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, \
+'optax', optax.__version__, jax.devices())" >>"$LOG" 2>&1
+
+if [[ "$MODE" != train ]]; then
+  step 150 python3 experiments/bench_train.py --config default --out "$R/bench_train_paper_gpu.json"
+  step 90 python3 experiments/bench_train.py --config compact --out "$R/bench_train_compact_gpu.json"
+  step 120 python3 experiments/bench_codec.py --random paper --image .pack/kodim01.png \
+    --out "$R/bench_codec_paper_gpu.json"
+  if [[ -d .official ]]; then
+    step 150 python3 experiments/bench_official.py --official .official --device cuda \
+      --image .pack/kodim01.png --out "$R/bench_official_gpu.json"
+  fi
+fi
+
+if [[ "$MODE" != bench && $(left) -gt 150 ]]; then
+  slot=$(($(left) - 75))  # Keeps time for the invertibility check and the packing.
+  step $((slot + 30)) python3 experiments/slot.py --budget-s "$slot" --out /tmp/slot
+  if [[ -f /tmp/slot/default_model.npz ]]; then
+    for p in default highest; do
+      step 40 bash -c "python3 -m msinn_jax.cli check-invertibility .pack/kodim01.png \
+        --checkpoint /tmp/slot/default_model.npz --precision $p --json \
+        > $R/invertibility_$p.json"
+    done
+    split -b 15M /tmp/slot/default_model.npz "$OUT/weights.part-"
+    split -b 15M /tmp/slot/default_state.npz "$OUT/state.part-"
+  fi
+  cp /tmp/msinn-slot-*/metrics.jsonl "$R/" 2>/dev/null
+fi
+
+tar -czf "$OUT/results.tgz" -C "$R" .
+echo "== done after $(($(date +%s) - T0)) s" >>"$LOG"
