@@ -23,14 +23,32 @@ import time
 import jax
 
 from msinn_jax import eval_lib
-from msinn_jax.rd import RDCurve, load_curve
+from msinn_jax.rd import RDCurve, bd, load_curve
+from msinn_jax.rd.results import RDError
 from msinn_jax.rd.plot import plot_rd
 from msinn_jax.tools.common import cached_codec, device_scope
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_KODAK = REPO.parent / "shared" / "datasets" / "kodak"
-REFERENCES = ("ref:kodak/vtm", "ref:kodak/bpg", "ref:kodak/msinn-anchor8",
-              "ref:kodak/msinn-anchor12")
+# Plotted, and the anchors of the BD-rate table (classical codecs measured on these
+# images, ../shared/reference/rd_kodak/, and VTM and MSINN as published).
+REFERENCES = ("ref:kodak/vtm", "ref:kodak/hevc444-x265", "ref:kodak/jpeg2000-openjpeg",
+              "ref:kodak/webp-libwebp", "ref:kodak/jpeg444-libjpeg-turbo",
+              "ref:kodak/msinn-anchor8", "ref:kodak/msinn-anchor12")
+
+
+def bd_table(curve: RDCurve) -> dict[str, dict[str, float | str]]:
+  """BD-rate (PSNR, cubic and pchip) of `curve` against every reference; an error
+  message where a BD-rate cannot be computed (e.g. no shared quality range)."""
+  out = {}
+  for ref in REFERENCES:
+    anchor = load_curve(ref)
+    try:
+      out[ref] = {m: bd.bd_rate(anchor.rate(), anchor.quality_db("psnr"), curve.rate(),
+                                curve.quality_db("psnr"), method=m) for m in bd.METHODS}
+    except RDError as e:
+      out[ref] = {"error": str(e)}
+  return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     rates = eval_lib.parse_rates(args.rates or default_rates(codec.config.anchor_num),
                                  codec.config.anchor_num)
     mode = "estimate" if args.estimate_only else "bitstream"
-    name = args.name or f"msinn-jax-{'untrained' if args.checkpoint is None else 'ckpt'}-{mode}"
+    default = args.checkpoint in (None, "default", "untrained")
+    label = ("untrained" if "UNTRAINED" in model_description else "default") if default else "ckpt"
+    name = args.name or f"msinn-jax-{label}-{mode}"
     results = eval_lib.evaluate(
         codec, images, rates, names=names[:count], estimate_only=args.estimate_only,
         per_image=True, name=name,
@@ -84,11 +104,20 @@ def main(argv: list[str] | None = None) -> int:
   out_dir.mkdir(parents=True, exist_ok=True)
   json_path, png_path = out_dir / f"kodak_{name}.json", out_dir / f"kodak_{name}.png"
   json_path.write_text(json.dumps(results, indent=2) + "\n")
-  curves = [RDCurve.from_json(results)] + [load_curve(ref) for ref in REFERENCES]
-  plot_rd(curves, png_path, title=f"Kodak ({count} images): {name}")
+  curve = RDCurve.from_json(results)
+  plot_rd([curve] + [load_curve(ref) for ref in REFERENCES], png_path,
+          title=f"Kodak ({count} images): {name}")
+  table = bd_table(curve)
+  bd_path = out_dir / f"kodak_{name}_bdrate.json"
+  bd_path.write_text(json.dumps({"test": name, "metric": "psnr-rgb", "bd_rate_percent": table},
+                                indent=2) + "\n")
 
   print(eval_lib.format_table(results))
-  print(f"wrote {json_path} and {png_path}")
+  print("BD-rate (PSNR-RGB; negative = fewer bits than the reference):")
+  for ref, r in table.items():
+    text = r["error"] if "error" in r else f"cubic {r['cubic']:+7.2f} %  pchip {r['pchip']:+7.2f} %"
+    print(f"  vs {ref:34s} {text}")
+  print(f"wrote {json_path}, {bd_path} and {png_path}")
   print(f"wall time {wall:.1f} s (including model loading and compilation) on "
         f"{results['settings']['device']}")
   return 0
