@@ -1,8 +1,10 @@
 """Parity with the official PyTorch MSINN on the same weights.
 
-Every `*.npz` in $MSINN_PARITY_DIR (default ../shared/reference/parity beside the
-checkout) is converted and run through the evaluation forward for each of its cases;
-outputs are compared with the official float64 results.
+Every `*.npz` in tests/fixtures/parity (small configurations, committed, always run) and
+in $MSINN_PARITY_DIR (default ../shared/reference/parity beside the checkout: the paper
+configuration) is converted and run through the evaluation forward for each of its
+cases; outputs are compared with the official float64 results. The committed fixtures
+are made by experiments/parity/make_fixtures.py (see tests/fixtures/parity/README.md).
 """
 
 from __future__ import annotations
@@ -19,24 +21,31 @@ import pytest
 from msinn_jax.convert import load_official
 from msinn_jax.model import MSINN
 
+COMMITTED_DIR = pathlib.Path(__file__).resolve().parent / "fixtures" / "parity"
 _DEFAULT = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "parity"
 _ENV = os.environ.get("MSINN_PARITY_DIR")
 PARITY_DIR = pathlib.Path(_ENV) if _ENV else _DEFAULT
 
 
-def _cases():
-  if not PARITY_DIR.exists():
-    if _ENV:
-      raise FileNotFoundError(f"MSINN_PARITY_DIR={_ENV} does not exist")
-    return [pytest.param(None, None, marks=pytest.mark.skip(
-        reason=f"no parity fixtures: MSINN_PARITY_DIR is unset and {_DEFAULT} is absent"))]
-  files = sorted(PARITY_DIR.glob("*.npz"))
+def _folder_cases(folder):
   out = []
-  for f in files:
+  for f in sorted(folder.glob("*.npz")):
     with np.load(f) as z:
       names = sorted({k.split("/")[1] for k in z.files if k.startswith("case/")})
     out += [pytest.param(f, name, id=f"{f.stem}:{name}") for name in names]
-  return out or [pytest.param(None, None, id="empty")]
+  return out or [pytest.param(None, folder, id=f"empty:{folder.name}")]
+
+
+def _cases():
+  committed = _folder_cases(COMMITTED_DIR)
+  if not PARITY_DIR.exists():
+    if _ENV:
+      raise FileNotFoundError(f"MSINN_PARITY_DIR={_ENV} does not exist")
+    return committed + [pytest.param(None, None, marks=pytest.mark.skip(
+        reason=f"no parity fixtures: MSINN_PARITY_DIR is unset and {_DEFAULT} is absent"))]
+  if PARITY_DIR.resolve() == COMMITTED_DIR:
+    return committed
+  return committed + _folder_cases(PARITY_DIR)
 
 
 @functools.lru_cache(maxsize=2)
@@ -54,7 +63,7 @@ def _nhwc(a):
 @pytest.mark.parametrize("path,case", _cases())
 def test_forward_matches_official(path, case):
   if path is None:
-    pytest.fail(f"{PARITY_DIR} exists but holds no fixture (*.npz) with cases")
+    pytest.fail(f"{case} exists but holds no fixture (*.npz) with cases")
   variables, forward = _load(path)
   with np.load(path) as z:
     x = jnp.asarray(_nhwc(z["input/x"]))
@@ -94,5 +103,7 @@ def test_forward_matches_official(path, case):
 def test_reports_how_many_fixtures_it_checks(capsys):
   cases = [c for c in _cases() if c.values[0] is not None]
   with capsys.disabled():
-    print(f"\n[parity] {len(cases)} case(s) from "
-          f"{len({c.values[0] for c in cases})} fixture(s) in {PARITY_DIR}")
+    for folder in dict.fromkeys((COMMITTED_DIR, PARITY_DIR.resolve())):
+      mine = [c for c in cases if c.values[0].parent.resolve() == folder]
+      print(f"\n[parity] {len(mine)} case(s) from "
+            f"{len({c.values[0] for c in mine})} fixture(s) in {folder}")
