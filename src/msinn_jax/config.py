@@ -13,6 +13,7 @@ from typing import Any
 
 FLOW_PERMUTATIONS = ("invconv", "invconv_lu", "shuffle", "reverse", "cross")
 FLOW_COUPLINGS = ("affine", "additive")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,12 @@ class ModelConfig:
     context_width: hidden width of the context, LRP and entropy-parameter networks
       (the official `internal_channel = 128`).
     in_channels: image channels.
+    compute_dtype: dtype of the activations inside the networks outside the flow
+      (context, entropy-parameter and LRP networks, post-filter): "float32", or
+      "bfloat16" for speed on accelerators. Each returns its result in float32; the
+      parameters, the whole flow (its conditioners at HIGHEST precision, see
+      `flow/coupling.py`), gains, quantisation and likelihoods stay float32, so the flow
+      stays exactly invertible either way.
   """
 
   N: int = 128
@@ -53,6 +60,7 @@ class ModelConfig:
   anchor_num: int = 8
   context_width: int = 128
   in_channels: int = 3
+  compute_dtype: str = "float32"
 
   def __post_init__(self):
     object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
@@ -68,6 +76,14 @@ class ModelConfig:
       raise ValueError(f"spatial_context_num must be in [0, {self.num_slices}]")
     if self.anchor_num < 1:
       raise ValueError("anchor_num must be >= 1")
+    if self.compute_dtype not in COMPUTE_DTYPES:
+      raise ValueError(f"compute_dtype={self.compute_dtype!r}; choose one of {COMPUTE_DTYPES}")
+
+  @property
+  def network_dtype(self) -> str | None:
+    """The dtype the networks run in; None: their inputs' (float32, or float64 in the
+    invertibility report)."""
+    return None if self.compute_dtype == "float32" else self.compute_dtype
 
   # --- Derived channel arithmetic -----------------------------------------------------
 
@@ -143,6 +159,8 @@ class ModelConfig:
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
     d["depths"] = list(self.depths)
+    if d["compute_dtype"] == "float32":  # The official kwargs, and model ids, as before.
+      del d["compute_dtype"]
     return d
 
   def to_json(self) -> str:

@@ -2,9 +2,16 @@
 
 All convolutions are NHWC with PyTorch's "same" padding for odd kernels (k // 2 on each
 side), so kernels converted from the official OIHW weights line up exactly.
+
+A module's `dtype` is the dtype its convolutions compute in (None: their inputs'); the
+networks outside the flow (`ConvStack` here, the spatial context, the post-filter) hand
+back their result in their input's dtype. `precision` is the convolutions'
+`jax.lax.Precision` (None: JAX's default).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -39,12 +46,14 @@ class ResidualBlock(nn.Module):
   each, plus the input (through a 1x1 conv when the widths differ)."""
 
   features: int
+  precision: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    out = leaky_relu(conv(self.features, 3, name="conv1")(x))
-    out = leaky_relu(conv(self.features, 3, name="conv2")(out))
-    identity = x if x.shape[-1] == self.features else conv(self.features, 1, name="skip")(x)
+    out = leaky_relu(conv(self.features, 3, name="conv1", precision=self.precision)(x))
+    out = leaky_relu(conv(self.features, 3, name="conv2", precision=self.precision)(out))
+    identity = (x if x.shape[-1] == self.features
+                else conv(self.features, 1, name="skip", precision=self.precision)(x))
     return out + identity
 
 
@@ -57,11 +66,13 @@ class ConvStack(nn.Module):
 
   features: tuple[int, ...]
   kernel_size: int = 3
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    h = x
     for i, f in enumerate(self.features):
-      x = conv(f, self.kernel_size, name=f"conv{2 * i}")(x)
+      h = conv(f, self.kernel_size, name=f"conv{2 * i}", dtype=self.dtype)(h)
       if i < len(self.features) - 1:
-        x = gelu(x)
-    return x
+        h = gelu(h)
+    return h.astype(x.dtype)

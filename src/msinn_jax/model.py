@@ -75,28 +75,31 @@ class MSINN(nn.Module):
 
   def setup(self):
     cfg = self.config
-    c, w = cfg.slice_channels, cfg.context_width
+    c, w, dt = cfg.slice_channels, cfg.context_width, cfg.network_dtype
     self.flow = MultiScaleFlow(cfg, name="flow")
     self.initial_scale = self.param("initial_scale", nn.initializers.ones, (c[0],))
     self.cc_transforms = [
-        ConvStack((w, w, w, w, 2 * c[k]), 3, name=f"cc_transforms_{k - 1}")
+        ConvStack((w, w, w, w, 2 * c[k]), 3, dt, name=f"cc_transforms_{k - 1}")
         for k in range(1, cfg.num_slices)
     ]
     self.sc_transforms = [
-        SpatialContext(2 * c[k], w, cfg.sc_type, cfg.sc_kernel_size, name=f"sc_transforms_{k}")
+        SpatialContext(2 * c[k], w, cfg.sc_type, cfg.sc_kernel_size, dt,
+                       name=f"sc_transforms_{k}")
         for k in range(cfg.num_slices)
     ]
     self.entropy_parameters = [
-        ConvStack((ck * 10 // 3, ck * 8 // 3, ck * 6 // 3), 1, name=f"entropy_parameters_{k}")
+        ConvStack((ck * 10 // 3, ck * 8 // 3, ck * 6 // 3), 1, dt,
+                  name=f"entropy_parameters_{k}")
         for k, ck in enumerate(c)
     ]
     if cfg.lrp:
       self.lrp_transforms = [
-          ConvStack((w, w, w, w, ck), 3, name=f"lrp_transforms_{k}") for k, ck in enumerate(c)
+          ConvStack((w, w, w, w, ck), 3, dt, name=f"lrp_transforms_{k}")
+          for k, ck in enumerate(c)
       ]
     self.gains = GainUnits(cfg.anchor_num, cfg.total_latent_channels, name="gains")
     if cfg.post_process:
-      self.post_net = UNetPost(name="post_net")
+      self.post_net = UNetPost(dtype=dt, name="post_net")
 
   # --- The transform -----------------------------------------------------------------
 

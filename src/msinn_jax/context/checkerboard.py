@@ -16,6 +16,8 @@ non-anchors, the stack's output at a non-anchor therefore depends only on anchor
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -60,9 +62,12 @@ class MaskedConv(nn.Module):
   features: int
   kernel_size: int = 3
   mask_type: str = "A"
+  dtype: Any = None  # Computes in this dtype (None: x's).
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    if self.dtype is not None:
+      x = x.astype(self.dtype)
     k = self.kernel_size
     kernel = self.param("kernel", torch_default_init, (k, k, x.shape[-1],
                                                                     self.features))
@@ -85,14 +90,17 @@ class SpatialContext(nn.Module):
   hidden: int = 128
   sc_type: str = "multi_ckbd"
   kernel_size: int = 3
+  dtype: Any = None  # Of the convolutions; the result is in x's dtype.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.sc_type != "multi_ckbd":
-      return MaskedConv(self.out_features, self.kernel_size, "A", name="conv0")(x)
+      h = MaskedConv(self.out_features, self.kernel_size, "A", self.dtype, name="conv0")(x)
+      return h.astype(x.dtype)
     widths = (self.hidden, self.hidden, self.hidden, self.out_features)
+    h = x
     for i, f in enumerate(widths):
-      x = MaskedConv(f, 3, "A" if i == 0 else "B", name=f"conv{2 * i}")(x)
+      h = MaskedConv(f, 3, "A" if i == 0 else "B", self.dtype, name=f"conv{2 * i}")(h)
       if i < len(widths) - 1:
-        x = gelu(x)
-    return x
+        h = gelu(h)
+    return h.astype(x.dtype)

@@ -35,8 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--dtype", choices=DTYPES, default="float32",
                  help="arithmetic of the check; float64 casts the weights (default: %(default)s)")
   p.add_argument("--precision", choices=PRECISIONS, default="default",
-                 help="jax.default_matmul_precision of the networks (default: %(default)s, as "
-                      "the codec runs; the channel mixing is always HIGHEST)")
+                 help="jax.default_matmul_precision of the check (default: %(default)s, as the "
+                      "codec runs); the flow's own convolutions, channel mixing and coupling "
+                      "conditioners, always run at HIGHEST, so that TF32 on GPUs cannot "
+                      "break the round trip")
   p.add_argument("--json", action="store_true", help="print the results as JSON")
   add_model_args(p)
   p.set_defaults(func=run)
