@@ -251,15 +251,22 @@ def load_official(official: pathlib.Path) -> tuple[types.ModuleType, types.Modul
 # ---------------------------------------------------------------- models and data
 
 
-def paper_model(msinn, train, anchor_num: int):
-  """The model as train.py's `main` builds it for the README's command."""
+def paper_kwargs(train, anchor_num: int) -> tuple[dict, argparse.Namespace]:
+  """The constructor's keyword arguments as train.py's `main` passes them for the README's
+  command, and train.py's parsed arguments."""
   a = train.parse_args([*PAPER_FLAGS, "--anchor_num", str(anchor_num)])
-  net = msinn.MSINNCompression(
-      M=a.M, N=a.N, depths=a.depth, flow_permutation=a.flow_permutation,
+  kwargs = dict(
+      M=a.M, N=a.N, depths=list(a.depth), flow_permutation=a.flow_permutation,
       flow_coupling=a.flow_coupling, use_act_norm=a.use_act_norm, post_process=a.post_process,
       lrp=a.lrp, sc_type=a.sc_type, spatial_context_num=a.spatial_context_num,
       anchor_num=a.anchor_num)
-  return net, a
+  return kwargs, a
+
+
+def paper_model(msinn, train, anchor_num: int):
+  """The model as train.py's `main` builds it for the README's command."""
+  kwargs, a = paper_kwargs(train, anchor_num)
+  return msinn.MSINNCompression(**kwargs), a
 
 
 def parity_model(msinn, train):
@@ -287,6 +294,15 @@ def parity_model(msinn, train):
     net.scale_gain.copy_(torch.exp(base + 0.1 * torch.randn(a, c, 1, 1)))
     net.initial_scale.copy_(0.5 + torch.rand(1, 48, 1, 1))
   return net
+
+
+def save_weights(net, train, path: str) -> None:
+  """The model's state_dict as `param/<key>` float32 arrays plus `config_json` (the
+  constructor's keyword arguments): the layout of shared/reference/parity."""
+  kwargs, _ = paper_kwargs(train, net.anchor_num)
+  arrays = {f"param/{k}": v.detach().cpu().float().numpy()
+            for k, v in net.state_dict().items() if v.is_floating_point()}
+  np.savez(path, config_json=np.asarray(json.dumps(kwargs)), **arrays)
 
 
 def load_image(path: str | None, size: tuple[int, int] | None) -> tuple[torch.Tensor, str]:
@@ -401,6 +417,8 @@ def bench_codec(msinn, train, compressai, device: torch.device, image: torch.Ten
     with torch.no_grad():
       net.train()(image, 0)  # ActNorm's data-dependent init
   net.update(force=True)  # as eval.py's load_checkpoint, before moving the model
+  if args.save_weights:
+    save_weights(net, train, args.save_weights)
   net = net.to(device).eval()
   x = image.to(device)
   _, _, h, w = x.shape
@@ -479,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--codec-threads", type=int, default=1, help="torch CPU threads for the "
                  "codec, as eval.py sets (0: leave as is)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--save-weights", default=None, metavar="NPZ",
+                 help="also write the codec's weights in the parity-fixture layout, so that "
+                 "experiments/bench_codec.py --checkpoint NPZ times ours on the same weights")
   args = p.parse_args(argv)
 
   start = time.perf_counter()

@@ -61,13 +61,21 @@ print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, 
 'optax', optax.__version__, jax.devices())" >>"$LOG" 2>&1
 
 if [[ "$MODE" != train ]]; then
-  step 150 python3 experiments/bench_train.py --config default --out "$R/bench_train_paper_gpu.json"
-  step 90 python3 experiments/bench_train.py --config compact --out "$R/bench_train_compact_gpu.json"
-  step 120 python3 experiments/bench_codec.py --random paper --image .pack/kodim01.png \
-    --out "$R/bench_codec_paper_gpu.json"
+  # The official code first: it also leaves its codec weights for ours to time.
   if [[ -d .official ]]; then
-    step 150 python3 experiments/bench_official.py --official .official --device cuda \
-      --image .pack/kodim01.png --out "$R/bench_official_gpu.json"
+    step 180 python3 experiments/bench_official.py --official .official --device cuda \
+      --image .pack/kodim01.png --save-weights /tmp/official_weights.npz \
+      --out "$R/bench_official_gpu.json"
+  fi
+  step 150 python3 experiments/bench_train.py --config default --out "$R/bench_train_paper_gpu.json"
+  weights=(--random paper)
+  [[ -f /tmp/official_weights.npz ]] && weights=(--checkpoint /tmp/official_weights.npz)
+  step 120 python3 experiments/bench_codec.py "${weights[@]}" --image .pack/kodim01.png \
+    --out "$R/bench_codec_paper_gpu.json"
+  step 90 python3 experiments/bench_train.py --config compact --out "$R/bench_train_compact_gpu.json"
+  if [[ $(left) -gt 330 ]]; then
+    step 90 python3 experiments/bench_train.py --config compact --set model.compute_dtype=bfloat16 \
+      --out "$R/bench_train_compact_bf16_gpu.json"
   fi
 fi
 
