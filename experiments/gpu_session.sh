@@ -81,7 +81,8 @@ fi
 
 if [[ "$MODE" != bench && $(left) -gt 150 ]]; then
   slot=$(($(left) - 75))  # Keeps time for the invertibility check and the packing.
-  step $((slot + 30)) python3 experiments/slot.py --budget-s "$slot" --out /tmp/slot
+  step $((slot + 30)) python3 experiments/slot.py --budget-s "$slot" --workdir /tmp/slot_run \
+    --out /tmp/slot
   if [[ -f /tmp/slot/default_model.npz ]]; then
     for p in default highest; do
       step 40 bash -c "python3 -m msinn_jax.cli check-invertibility .pack/kodim01.png \
@@ -91,7 +92,7 @@ if [[ "$MODE" != bench && $(left) -gt 150 ]]; then
     split -b 15M /tmp/slot/default_model.npz "$OUT/weights.part-"
     split -b 15M /tmp/slot/default_state.npz "$OUT/state.part-"
   fi
-  cp /tmp/msinn-slot-*/metrics.jsonl "$R/" 2>/dev/null
+  cp /tmp/slot_run/metrics.jsonl "$R/" 2>/dev/null
 fi
 
 tar -czf "$OUT/results.tgz" -C "$R" .

@@ -23,7 +23,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEST=${DEST:-$ROOT/.official}
-MIRROR=${MIRROR:-/work/.mirror/hytu99+MSINN-VRLIC/repo}
+MIRROR=${MIRROR:-$ROOT/../MSINN-VRLIC}  # e.g. git clone https://github.com/hytu99/MSINN-VRLIC
 COMMIT=${COMMIT:-ed78e39}
 PYTHON=${PYTHON:-python3}
 KODIM01=${KODIM01:-$ROOT/../shared/datasets/kodak/kodim01.png}

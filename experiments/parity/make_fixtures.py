@@ -8,12 +8,12 @@ likelihood/i}` and `roundtrip/g_s_g_a_x`. `tests/test_parity.py` reads them with
 Not run by the tests. It needs PyTorch and CompressAI, which the project does not depend
 on, and the official code (hytu99/MSINN-VRLIC at ed78e39) unpacked outside the checkout:
 
-  python3 -m venv /work/torchenv
-  /work/torchenv/bin/pip install torch compressai numpy
-  mkdir -p /tmp/msinn_vrlic_ed78e39
-  git --git-dir=<mirror of MSINN-VRLIC> archive ed78e39 | tar -x -C /tmp/msinn_vrlic_ed78e39
-  /work/torchenv/bin/python experiments/parity/make_fixtures.py \
-      --official /tmp/msinn_vrlic_ed78e39 --out tests/fixtures/parity
+  python3 -m venv .torchenv
+  .torchenv/bin/pip install torch compressai numpy
+  mkdir -p ../MSINN-VRLIC-ed78e39
+  git --git-dir=<mirror of MSINN-VRLIC> archive ed78e39 | tar -x -C ../MSINN-VRLIC-ed78e39
+  .torchenv/bin/python experiments/parity/make_fixtures.py \
+      --official ../MSINN-VRLIC-ed78e39 --out tests/fixtures/parity
 
 Two departures from the released model keep the files small; each file's `recipe`
 records them:
