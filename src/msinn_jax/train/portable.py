@@ -7,9 +7,10 @@ written as two `.npz` files:
 
   weights   `param/<official key>` float32 arrays in the official PyTorch layout (the
             parity fixtures' layout, so `weights.load_model` and `convert.load_official`
-            read it, and the official code can load it too), `config_json` (the model)
-            and `card_json` (what it is: steps, data, time; see `weights.ModelCard`).
-            This is what the package ships.
+            read it; the official code can load it too when its hard-coded context width,
+            128, is the model's), `config_json` (the model) and `card_json` (what it is:
+            steps, data, slots; see `weights.describe_card`). This is what the package
+            ships.
   state     everything else a resume needs: the optimizer state by tree path (Adam's
             moments as bfloat16, half the bytes, which costs them nothing that matters:
             they are running averages), `step`, the RNG key's data, the data position
@@ -80,7 +81,7 @@ def export_run(workdir: str | os.PathLike[str], weights_path: str | os.PathLike[
     workdir: a `msinn train` workdir (holding `checkpoints/`).
     weights_path: where the weights go.
     state_path: where the rest of the state goes (None: not written).
-    card: model-card entries for `card_json` (`step` and `config` are added).
+    card: model-card entries for `card_json` (`step` and `experiment` are added).
 
   Raises:
     CheckpointError: the workdir holds no checkpoint.
