@@ -1,4 +1,4 @@
-"""`msinn demo`: runs offline end to end with the default (untrained) model."""
+"""`msinn demo`: runs offline end to end with the default model (shipped or untrained)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from PIL import Image
 from msinn_jax import demo
 from msinn_jax.cli import main
 from msinn_jax.rd.results import RDCurve
+from msinn_jax.weights import load_model
 
 
 def test_demo_end_to_end(tmp_path, capsys):
@@ -19,16 +20,21 @@ def test_demo_end_to_end(tmp_path, capsys):
   code = main(["demo", "--out", str(out), "--size", "64", "--rates", "0", "7"])
   stdout, err = capsys.readouterr()
   assert code == 0, err
-  assert "UNTRAINED" in stdout.splitlines()[0]
+  model = load_model(None).description  # The shipped model if there is one, else UNTRAINED.
+  assert model in stdout.splitlines()[0]
+  assert ("!! This is the UNTRAINED model" in stdout) == ("UNTRAINED" in model)
   assert "invertibility on" in stdout and "max|err|" in stdout
   images, _ = demo.sample_images(64)
   rows = [line.split() for line in stdout.splitlines()
           if line.split()[:1] and line.split()[0] in {s.name for s in images}]
   assert len(rows) == 2 * len(images)
+  for name in {r[0] for r in rows}:  # image rate bpp est.bpp psnr enc dec
+    low, high = sorted((r for r in rows if r[0] == name), key=lambda r: float(r[1]))
+    assert float(high[2]) > float(low[2]) and float(high[4]) > float(low[4])
   assert "decoder != encoder" not in stdout
   assert (out / "rd.png").stat().st_size > 0
   curve = RDCurve.load(out / "rd.json")
-  assert curve.num_points == 2 and "UNTRAINED" in curve.description
+  assert curve.num_points == 2 and model in curve.description
   for sample in images:
     np.testing.assert_array_equal(np.asarray(Image.open(out / f"{sample.name}.png")),
                                   sample.pixels)
