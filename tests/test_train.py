@@ -27,7 +27,9 @@ from msinn_jax.train import checkpoint, objective, train_lib
 from msinn_jax.train import config as config_lib
 from msinn_jax.train import mesh as mesh_lib
 from msinn_jax.train.metrics_log import read_metrics
-from msinn_jax.train.state import GAIN_TABLES, learning_rate_schedule, widen_anchors
+from msinn_jax.gain import lambda_spaced_tables
+from msinn_jax.train.state import (GAIN_TABLES, init_params, learning_rate_schedule,
+                                   widen_anchors)
 
 CONFIGS = train_runs.REPO / "experiments" / "configs"
 
@@ -121,6 +123,34 @@ def test_learning_rate_drops_at_fractions_of_the_run():
   schedule = learning_rate_schedule(paper, 1000)
   lr = [float(schedule(s)) for s in (0, 899, 900, 959, 960, 999)]
   np.testing.assert_allclose(lr, [1e-4, 1e-4, 1e-5, 1e-5, 1e-6, 1e-6], rtol=1e-6)
+
+
+def test_lambda_gain_init_starts_each_anchor_at_its_own_rate():
+  lambdas = objective.PAPER_LAMBDAS[:4]
+  tables = lambda_spaced_tables(lambdas, 5)
+  g = tables["gain"][:, 0]
+  np.testing.assert_allclose(g[1:] / g[:-1], np.sqrt(np.array(lambdas[1:]) / lambdas[:-1]),
+                             rtol=1e-6)
+  np.testing.assert_allclose(np.exp(np.mean(np.log(g))), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(tables["inv_gain"] * tables["gain"], 1.0, rtol=1e-6)
+  np.testing.assert_array_equal(tables["scale_gain"], tables["gain"])
+
+  from helpers import image, small_config  # pylint: disable=import-outside-toplevel
+  cfg = small_config(anchor_num=4)
+  model = MSINN(cfg)
+  batch = (np.asarray(image(0, 2, 64, 64)) * 255).astype(np.uint8)
+  init = jax.jit(init_params, static_argnums=(0, 3))
+  params = init(model, jax.random.key(0), batch, tuple(lambdas))
+  ones = init(model, jax.random.key(0), batch, None)
+  for name in GAIN_TABLES:
+    np.testing.assert_allclose(params["gains"][name],
+                               lambda_spaced_tables(lambdas, cfg.total_latent_channels)[name])
+    np.testing.assert_array_equal(ones["gains"][name], 1.0)
+  # Untrained, the spaced tables already order the anchors' rates; ones do not.
+  x = batch.astype(np.float32) / 255
+  bits = [float(sum(np.sum(-np.log2(lik)) for lik in
+                    model.apply({"params": params}, x, r)["likelihoods"])) for r in (0, 3)]
+  assert bits[1] > 1.5 * bits[0]
 
 
 def test_widen_anchors_copies_the_last_gain_vectors():

@@ -36,6 +36,6 @@ def get_config() -> ExperimentConfig:
       optim=OptimConfig(learning_rate=1e-4, lr_drops=(0.9, 0.96), lr_drop_factor=0.1,
                         clip_norm=1.0),
       train=TrainConfig(num_steps=1_950_000, per_device_batch_size=8, lambdas=PAPER_LAMBDAS,
-                        seed=0, log_every_steps=500, init_from=None),
+                        seed=0, log_every_steps=500, init_from=None, gain_init="ones"),
       checkpoint=CheckpointConfig(every_steps=10_000, max_to_keep=3, async_save=True),
   )

@@ -14,9 +14,12 @@ Each vector is then lower-bounded at 0.01.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from msinn_jax.entropy import GAIN_BOUND, lower_bound
 
@@ -40,6 +43,25 @@ def interpolate_gains(table: jax.Array, rate: jax.Array) -> jax.Array:
   mixed = left ** (1 - t) * right ** t
   # Exact anchors: no pow round-off at integer rates.
   return jnp.where(t == 0, left, jnp.where(t == 1, right, mixed))
+
+
+def lambda_spaced_tables(lambdas: Sequence[float], channels: int) -> dict[str, np.ndarray]:
+  """Gain tables that start each anchor near its rate: g_a = sqrt(lambda_a / lambda_bar).
+
+  The official initialisation (all ones) starts every anchor at the same rate, and the
+  tables then move by about the learning rate per step: a short run ends with anchors
+  that barely differ. At high rate a quantiser of step 1/g has D ~ 1/(12 g^2) and
+  R ~ log2(g) + const, so R + lambda * D is smallest at g ~ sqrt(lambda); the tables start
+  there, around the geometric mean lambda_bar of the anchors' lambdas (g' = 1/g,
+  g_s = g). `train.gain_init = "lambda"` uses them.
+
+  Returns:
+    {"gain", "inv_gain", "scale_gain"}: float32 [len(lambdas), channels].
+  """
+  lam = np.asarray(lambdas, np.float64)
+  g = np.sqrt(lam / np.exp(np.mean(np.log(lam))))
+  g = np.repeat(g[:, None], channels, axis=1).astype(np.float32)
+  return {"gain": g, "inv_gain": 1.0 / g, "scale_gain": g}
 
 
 class GainUnits(nn.Module):

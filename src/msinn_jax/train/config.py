@@ -117,6 +117,9 @@ class TrainConfig:
     init_from: checkpoint to fine-tune from when the workdir holds none: its parameters
       are loaded and its gain tables widened to `model.anchor_num` by repeating their
       last anchor; the optimizer starts afresh. None trains from scratch.
+    gain_init: how a run from scratch starts the gain tables: "ones" (the official
+      initialisation: every anchor at the same rate) or "lambda" (spaced for the
+      anchors' lambdas, `gain.lambda_spaced_tables`; for short runs).
   """
 
   num_steps: int
@@ -125,9 +128,12 @@ class TrainConfig:
   seed: int
   log_every_steps: int
   init_from: str | None
+  gain_init: str
 
   def __post_init__(self):
     object.__setattr__(self, "lambdas", tuple(float(v) for v in self.lambdas))
+    if self.gain_init not in ("ones", "lambda"):
+      raise UserError(f"train.gain_init={self.gain_init!r}; choose 'ones' or 'lambda'")
     if self.num_steps < 1 or self.per_device_batch_size < 1 or self.log_every_steps < 1:
       raise UserError("train.num_steps, per_device_batch_size and log_every_steps must be >= 1")
 

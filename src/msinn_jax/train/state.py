@@ -15,6 +15,7 @@ everything else is loaded unchanged and training restarts with a fresh optimizer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import flax
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from msinn_jax.gain import lambda_spaced_tables
 from msinn_jax.model import MSINN
 from msinn_jax.train.config import OptimConfig
 
@@ -61,18 +63,24 @@ def make_optimizer(optim: OptimConfig, num_steps: int) -> optax.GradientTransfor
   return adam
 
 
-def init_params(model: MSINN, rng: jax.Array, batch: jax.Array) -> Any:
+def init_params(model: MSINN, rng: jax.Array, batch: jax.Array,
+                gain_lambdas: Sequence[float] | None = None) -> Any:
   """Fresh parameters; ActNorm is initialised from the statistics of `batch`.
 
   Args:
     model: the model.
     rng: PRNG key.
     batch: [B, H, W, 3] uint8 images (the first training batch).
+    gain_lambdas: if given, the gain tables start spaced for these lambdas
+      (`gain.lambda_spaced_tables`) instead of at ones.
   """
   x = batch.astype(jnp.float32) / 255.0
   params_rng, noise_rng = jax.random.split(rng)
-  variables = model.init({"params": params_rng, "noise": noise_rng}, x, 0.0)
-  return variables["params"]
+  params = model.init({"params": params_rng, "noise": noise_rng}, x, 0.0)["params"]
+  if gain_lambdas is not None:
+    tables = lambda_spaced_tables(gain_lambdas, model.config.total_latent_channels)
+    params = {**params, "gains": {k: jnp.asarray(v) for k, v in tables.items()}}
+  return params
 
 
 def state_from_params(params: Any, tx: optax.GradientTransformation) -> TrainState:
@@ -81,10 +89,11 @@ def state_from_params(params: Any, tx: optax.GradientTransformation) -> TrainSta
 
 
 def create_train_state(rng: jax.Array, batch: jax.Array, *, model: MSINN,
-                       tx: optax.GradientTransformation) -> TrainState:
+                       tx: optax.GradientTransformation,
+                       gain_lambdas: Sequence[float] | None = None) -> TrainState:
   """Initialises the parameters on `batch` and the optimizer; pure, jit it with the
-  state's `out_shardings` (see `train_lib`)."""
-  return state_from_params(init_params(model, rng, batch), tx)
+  state's `out_shardings` (see `train_lib`). `gain_lambdas`: see `init_params`."""
+  return state_from_params(init_params(model, rng, batch, gain_lambdas), tx)
 
 
 def widen_anchors(params: Any, anchor_num: int) -> Any:

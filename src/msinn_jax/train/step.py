@@ -84,15 +84,17 @@ def compile_train_step(model: MSINN, tx: optax.GradientTransformation,
                  donate_argnums=0)
 
 
-def compile_init(model: MSINN, tx: optax.GradientTransformation,
-                 mesh: Mesh) -> Callable[[jax.Array, jax.Array], TrainState]:
+def compile_init(model: MSINN, tx: optax.GradientTransformation, mesh: Mesh,
+                 gain_lambdas: Sequence[float] | None = None
+                 ) -> Callable[[jax.Array, jax.Array], TrainState]:
   """`create_train_state(rng, batch)` jitted to produce a replicated state.
 
   The state is created by the compiled program on every device at once (out_shardings),
   which also works with several processes, where `jax.device_put` onto a global
   sharding does not.
   """
-  init = functools.partial(create_train_state, model=model, tx=tx)
+  init = functools.partial(create_train_state, model=model, tx=tx,
+                           gain_lambdas=None if gain_lambdas is None else tuple(gain_lambdas))
   replicated = mesh_lib.replicated(mesh)
   return jax.jit(init, in_shardings=(replicated, mesh_lib.batch_sharding(mesh)),
                  out_shardings=replicated)

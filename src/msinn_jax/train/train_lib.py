@@ -104,7 +104,8 @@ def build_trainer(config: ExperimentConfig, mesh: Mesh) -> Trainer:
       tx=tx,
       schedule=learning_rate_schedule(config.optim, config.train.num_steps),
       mesh=mesh,
-      init=step_lib.compile_init(model, tx, mesh),
+      init=step_lib.compile_init(
+          model, tx, mesh, config.lambdas if config.train.gain_init == "lambda" else None),
       step=step_lib.compile_train_step(model, tx, config.lambdas, mesh))
 
 
