@@ -39,7 +39,7 @@ CONFIG = ROOT / "experiments" / "configs" / "compact.py"
 EXPORT_RESERVE_S = 30.0  # Kept back from the budget for the final save and the export.
 DATA_NOTE = ("the 45 photographs of the shared training set (Wikipedia photos, USC-SIPI "
              "colour, McMaster), downscaled to at most 262,144 pixels "
-             "(experiments/make_train_pack.py); random 256x256 crops with flips")
+             "(experiments/make_train_pack.py); random square crops (each slot's `crop`)")
 
 
 def _device() -> str:
@@ -49,6 +49,11 @@ def _device() -> str:
   if devices[0].platform == "cpu":
     kind = f"CPU ({os.cpu_count()} cores, {platform.machine()})"
   return f"{len(devices)} x {kind}" if len(devices) > 1 else kind
+
+
+def _device_count() -> int:
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.device_count()
 
 
 def _metrics(workdir: pathlib.Path, first_step: int) -> dict[str, float]:
@@ -122,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
       slot = {"device": _device(), "train_seconds": round(time.time() - t0, 1),
               **_metrics(workdir, start_step)}
     slot["date"] = datetime.date.today().isoformat()
+    slot["crop"], slot["flip"] = config.data.crop_size, config.data.flip
+    slot["global_batch"] = config.train.per_device_batch_size * _device_count()
     slot["start_step"] = start_step
     with checkpoint_lib.Checkpointer(ckpt_dir, async_save=False) as ckpt:
       slot["end_step"] = ckpt.latest_step()
