@@ -14,6 +14,11 @@
 # and here, with the files that come back (files_at):
 #   bash experiments/gpu_session.sh --collect FILES_AT
 #
+# The working tree that travels is capped at 64 MiB: today the tracked files (43 MB, of
+# which the shipped weights and the optimizer state are 35 MB), .pack (21 MB), .official
+# (1.3 MB) and .whl (0.4 MB) make 63 MiB. If it grows, rebuild the pack smaller
+# (make_train_pack.py --max-pixels 200000) or leave .official behind (MODE=train).
+#
 # MODE (env, default "both"): "bench" skips the slot, "train" skips the benchmarks.
 # Everything goes to $OUT: session.log as it runs; at the end results.tgz (benchmark
 # JSONs, metrics.jsonl, invertibility reports) and the weights and optimizer state in
