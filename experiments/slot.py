@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
   from msinn_jax.train import checkpoint as checkpoint_lib
   from msinn_jax.train import config as config_lib
   from msinn_jax.train import portable, train_lib
+  from msinn_jax.weights import read_card
 
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   log = logging.getLogger("slot")
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     out = pathlib.Path(args.out) if args.out else None
     weights_out = out / WEIGHTS.name if out else pathlib.Path(args.weights)
     state_out = out / STATE.name if out else pathlib.Path(args.state)
-    card = portable.read_card(args.weights) if os.path.exists(args.weights) else {}
+    card = read_card(args.weights)
     ckpt_dir = workdir / train_lib.CHECKPOINT_DIR
     with checkpoint_lib.Checkpointer(ckpt_dir, async_save=False) as ckpt:
       start_step = ckpt.latest_step()

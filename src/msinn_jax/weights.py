@@ -97,12 +97,14 @@ def describe_card(card: dict[str, Any]) -> str:
           f"{seconds / 60:.0f} min on {', '.join(devices) or '?'}")
 
 
-def _read_card(path: str) -> dict[str, Any] | None:
+def read_card(path: str | os.PathLike) -> dict[str, Any]:
+  """The model card (`card_json`) of a weights `.npz`; {} if it has none or cannot be
+  read (`convert.load_official` then says what is wrong with the file)."""
   try:
     with np.load(path, allow_pickle=False) as z:
-      return json.loads(str(z["card_json"])) if "card_json" in z.files else None
+      return json.loads(str(z["card_json"])) if "card_json" in z.files else {}
   except (OSError, ValueError):
-    return None  # load_official says what is wrong with the file.
+    return {}
 
 
 @functools.lru_cache(maxsize=4)
@@ -111,7 +113,7 @@ def shipped_model(path: str) -> LoadedModel:
   from msinn_jax.convert import load_official
   config, variables = load_official(path)
   return LoadedModel(config, variables,
-                     f"default model ({describe_card(_read_card(path) or {})})")
+                     f"default model ({describe_card(read_card(path))})")
 
 
 def load_model(spec: str | os.PathLike | None) -> LoadedModel:
@@ -135,8 +137,8 @@ def load_model(spec: str | os.PathLike | None) -> LoadedModel:
   if path.endswith((".pth", ".pth.tar", ".tar", ".pt", ".npz")):
     from msinn_jax.convert import load_official
     config, variables = load_official(path)
-    card = _read_card(path) if path.endswith(".npz") else None
-    if card is not None:  # Written by `msinn_jax.train.portable`.
+    card = read_card(path) if path.endswith(".npz") else {}
+    if card:  # Written by `msinn_jax.train.portable`.
       return LoadedModel(config, variables,
                          f"weights {os.path.basename(path)} ({describe_card(card)})")
     return LoadedModel(config, variables, f"official weights {os.path.basename(path)}")

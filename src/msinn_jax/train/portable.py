@@ -44,6 +44,7 @@ from msinn_jax.train import mesh as mesh_lib
 from msinn_jax.train import step as step_lib
 from msinn_jax.train.config import ExperimentConfig, from_dict, to_dict
 from msinn_jax.train.state import TrainState, make_optimizer, state_from_params
+from msinn_jax.weights import read_card  # The card's one reader; re-exported here.
 
 _HALF = ("mu", "nu")  # Optimizer leaves stored as bfloat16.
 
@@ -125,12 +126,6 @@ def _atomic_savez(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]
   tmp = path.with_name(path.name + ".tmp.npz")
   np.savez(tmp, **arrays)
   os.replace(tmp, path)
-
-
-def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
-  """The `card_json` of a weights file ({} if it has none)."""
-  with np.load(path, allow_pickle=False) as z:
-    return json.loads(str(z["card_json"])) if "card_json" in z.files else {}
 
 
 def import_run(weights_path: str | os.PathLike[str], state_path: str | os.PathLike[str] | None,
