@@ -11,14 +11,17 @@ another topology and compares the final parameters with the one-device run:
 
 The batches, rate indexes and noise are the same on every topology; only the order of
 the floating-point reductions (batch means, gradient all-reduce) differs. That moves the
-loss and the gradient norm of every step by ~1e-7 relative (checked at 1e-5), and the
-parameters of the flow, context model and gain units by < 1e-5 after 12 steps (checked
-at 2e-5). The post-filter U-Net is the exception: many of its gradient components sit
-near zero (ReLU units at their kink, cancellations over the batch), their sign follows
-the rounding, and Adam turns each flip into a step of about the learning rate (1e-3);
-measured, up to 3e-3 after 12 steps. Its parameters are held to 1e-2 (12 steps of
-about lr each), which still catches a missing all-reduce or a wrong batch slice; the
-loss trajectory catches those much earlier.
+loss and the gradient norm of every step by ~1e-7 relative (checked at 1e-5). The
+parameters mostly move by < 1e-5 after 12 steps, but not all of them: a gradient
+component that sits near zero (a ReLU unit at its kink, a cancellation over the batch)
+takes its sign from the rounding, and Adam turns each flip into a step of about the
+learning rate (1e-3). In the post-filter U-Net this is common (measured up to 3e-3 after
+12 steps); in the flow it hits a few elements, and which ones depends on the images (on
+the smooth generated images used when ../shared is absent, 3 of 2304 elements of one
+conditioner kernel moved by 9e-5). So each parameter is held to two bounds: every element
+within 12 steps of the learning rate, and, outside the post-filter, no more than 1% of its
+elements (or 2, in a small tensor) farther than 2e-5. A missing all-reduce or a wrong batch slice moves most elements of
+every tensor by ~lr and fails the second bound; the loss trajectory catches it earlier.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ import train_runs
 from msinn_jax.train import checkpoint
 from msinn_jax.train.metrics_log import read_metrics
 
+# Adam moves an element by about the learning rate per step at most (smoke config).
+_ADAM_BOUND = train_runs.NUM_STEPS * 1e-3
+
 
 def _assert_same_training(workdir: pathlib.Path, reference: pathlib.Path) -> None:
   """Same per-step loss and gradient norm, and the same final parameters (see above)."""
@@ -45,10 +51,12 @@ def _assert_same_training(workdir: pathlib.Path, reference: pathlib.Path) -> Non
   want = traverse_util.flatten_dict(checkpoint.load_params(reference / "checkpoints")[0])
   assert params.keys() == want.keys()
   for path, value in params.items():
-    atol = 1e-2 if path[0] == "post_net" else 2e-5
-    np.testing.assert_allclose(np.asarray(value), np.asarray(want[path]), rtol=0, atol=atol,
-                               err_msg="/".join(path))
-
+    name = "/".join(path)
+    diff = np.abs(np.asarray(value, np.float64) - np.asarray(want[path], np.float64))
+    assert diff.max() <= _ADAM_BOUND, f"{name}: moved {diff.max():.3g}"
+    if path[0] != "post_net":
+      far = int(np.sum(diff > 2e-5))
+      assert far <= max(2, diff.size // 100), f"{name}: {far} of {diff.size} elements moved > 2e-5"
 
 @pytest.mark.slow
 def test_eight_devices_match_one_device(tmp_path, reference, image_folder, cache_dir):
