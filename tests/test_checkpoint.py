@@ -98,6 +98,15 @@ def test_load_params_reads_only_params(tmp_path):
   assert float(params3["conv"]["kernel"][0, 0, 0, 0]) == 3.0
 
 
+def test_load_params_from_a_training_workdir(tmp_path):
+  with checkpoint.Checkpointer(tmp_path / "run" / checkpoint.CHECKPOINT_DIR) as ckpt:
+    ckpt.save(4, _state(4), {"a": 4})
+  (tmp_path / "run" / "metrics.jsonl").write_text("")  # What else a workdir holds.
+  params, config = checkpoint.load_params(tmp_path / "run")
+  assert config == {"a": 4}
+  assert float(params["conv"]["kernel"][0, 0, 0, 0]) == 4.0
+
+
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(CheckpointError, match="does not exist"):
     checkpoint.load_params(tmp_path / "missing")

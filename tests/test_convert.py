@@ -115,6 +115,23 @@ def test_npz_fixture_layout_round_trip(small, tmp_path):
   bad.write_bytes(b"not a zip file")
   with pytest.raises(CheckpointError, match="cannot read"):
     load_official(bad)
+  truncated = tmp_path / "truncated.npz"
+  truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  with pytest.raises(CheckpointError, match="cannot read"):
+    load_official(truncated)
+  foreign = tmp_path / "foreign_config.npz"
+  np.savez(foreign, config_json=json.dumps({"N": 8, "no_such_option": 1}),
+           **{f"param/{k}": v for k, v in sd.items()})
+  with pytest.raises(CheckpointError, match="bad config_json"):
+    load_official(foreign)
+
+
+def test_incomplete_official_weights_are_a_checkpoint_error(small):
+  config, params = small
+  sd = export_state_dict(params, config)
+  del sd["cc_transforms.0.0.weight"]  # Inference needs it for the context width.
+  with pytest.raises(CheckpointError, match="not a complete MSINN checkpoint.*cc_transforms"):
+    infer_config(sd)
 
 
 def test_pytorch_checkpoint_with_state_dict_wrapper(small, tmp_path):
@@ -141,7 +158,19 @@ def test_convert_command_writes_a_loadable_checkpoint(small, tmp_path, capsys):
   assert loaded.config == config
   _equal_trees(jax.device_get(loaded.variables["params"]), params)
   assert main(["convert", str(src), "-o", str(tmp_path / "ckpt")]) == 2  # Not empty.
-  assert "not empty" in capsys.readouterr().err
+  assert "not an empty directory" in capsys.readouterr().err
+  (tmp_path / "file").write_text("kept")
+  assert main(["convert", str(src), "-o", str(tmp_path / "file")]) == 2
+  assert "not an empty directory" in capsys.readouterr().err
+  assert (tmp_path / "file").read_text() == "kept"
+  for bad, message in (("[3]", "JSON object"), ('{"no_such_option": 1}', "no_such_option"),
+                       ("{", "not JSON")):
+    code = main(["convert", str(src), "-o", str(tmp_path / "new"), "--config", bad])
+    assert code == 2 and message in capsys.readouterr().err, bad
+  assert not (tmp_path / "new").exists()
+  code = main(["convert", str(src), "-o", str(tmp_path / "k3"), "--config",
+               '{"spatial_context_num": 3}'])
+  assert code == 0 and load_model(str(tmp_path / "k3")).config.spatial_context_num == 3
 
 
 def test_unused_context_networks_of_the_official_model_are_accepted():

@@ -18,6 +18,7 @@ from PIL import Image
 from helpers import image, init_model, small_config
 from msinn_jax import eval_lib
 from msinn_jax.cli import main
+from msinn_jax.codec import DecodeMismatchError
 from msinn_jax.convert import export_state_dict
 from msinn_jax.errors import UserError
 from msinn_jax.rd import RDCurve
@@ -151,7 +152,7 @@ def test_decode_mismatch_is_reported(evaluator, images, monkeypatch):
     return out
 
   monkeypatch.setattr(codec, "decompress", corrupt)
-  with pytest.raises(eval_lib.DecodeMismatchError, match="1 values"):
+  with pytest.raises(DecodeMismatchError, match="1 values"):
     evaluator.code(images[0], 1.)
 
 

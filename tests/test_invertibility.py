@@ -16,6 +16,7 @@ from msinn_jax.cli import main
 from msinn_jax.convert import export_state_dict
 from msinn_jax.flow.multiscale import MultiScaleFlow
 from msinn_jax.invertibility import InvertibilityChecker
+from msinn_jax.tools.check_invertibility import expand_images
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +159,7 @@ def test_cli_table_and_errors(files, capsys):
   code = main(["check-invertibility", str(empty), "--checkpoint", ckpt])
   _, err = capsys.readouterr()
   assert code == 2 and "no image files" in err
+  nested = empty / "sub"  # Folders are searched recursively, as `msinn eval` does.
+  nested.mkdir()
+  (nested / "copy.png").write_bytes((folder / "im1.png").read_bytes())
+  assert expand_images([str(empty)]) == [str(nested / "copy.png")]

@@ -11,6 +11,7 @@ from PIL import Image
 
 from helpers import image, init_model, small_config
 from msinn_jax.cli import main
+from msinn_jax.codec import DecodeMismatchError
 from msinn_jax.convert import export_state_dict
 from msinn_jax.errors import UserError
 from msinn_jax.reencode import reencode
@@ -62,6 +63,21 @@ def test_generations_chain_compress_and_decompress(setup):
   assert last.shape == rgb.shape and last.dtype == np.uint8
   with pytest.raises(UserError):
     reencode(codec, rgb, 1.5, 0)
+
+
+def test_a_decoder_disagreeing_with_the_encoder_stops_the_chain(setup, monkeypatch):
+  _, codec, _, rgb = setup
+  decompress = codec.decompress
+
+  def flip_one_value(data):
+    out = decompress(data)
+    out.image = out.image.copy()
+    out.image[0, 0, 0] ^= 1
+    return out
+
+  monkeypatch.setattr(codec, "decompress", flip_one_value)
+  with pytest.raises(DecodeMismatchError, match="1 values"):
+    reencode(codec, rgb, 1.5, 2)
 
 
 def test_cli_table_json_and_output(setup, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""The compact model shipped as the package default, trained in short GPU slots.
+"""The compact model shipped as the package default, trained in short slots (GPU or CPU).
 
   python experiments/slot.py --budget-s 480            # one slot: resume, train, export
   msinn train --config experiments/configs/compact.py --workdir .slot/run   # the same loop

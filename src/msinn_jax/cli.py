@@ -34,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
       prog="msinn", description="MSINN variable-rate learned image codec (JAX/Flax).")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   for name in TOOLS:
-    try:
-      module = importlib.import_module(f"msinn_jax.tools.{name}")
-    except ModuleNotFoundError as e:
-      if e.name == f"msinn_jax.tools.{name}":
-        continue  # Tool not built yet.
-      raise
-    module.register(sub)
+    importlib.import_module(f"msinn_jax.tools.{name}").register(sub)
   return parser
 
 

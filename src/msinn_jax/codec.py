@@ -18,7 +18,6 @@ changing it never recompiles.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import time
 from typing import Any
@@ -49,6 +48,27 @@ def padding(height: int, width: int, multiple: int) -> tuple[tuple[int, int], tu
   return (top, ph - height - top), (left, pw - width - left)
 
 
+def pad_image(image: np.ndarray, multiple: int
+              ) -> tuple[np.ndarray, tuple[tuple[int, int], tuple[int, int]]]:
+  """[H, W, 3] uint8 -> ([1, Hp, Wp, 3] float32 in [0, 1] zero-padded by `padding`, the
+  padding); what the model codes."""
+  pad = padding(image.shape[0], image.shape[1], multiple)
+  return np.pad(np.asarray(image).astype(np.float32) / 255.0, (*pad, (0, 0)))[None], pad
+
+
+def crop(x: np.ndarray | jax.Array, pad: tuple[tuple[int, int], tuple[int, int]]
+         ) -> np.ndarray:
+  """Undoes `pad_image`'s padding of a [1, Hp, Wp, C] batch -> [H, W, C]."""
+  (top, bottom), (left, right) = pad
+  x = np.asarray(x)[0]
+  return x[top:x.shape[0] - bottom, left:x.shape[1] - right]
+
+
+class DecodeMismatchError(RuntimeError):
+  """The decoder's image differs from the encoder's reconstruction (a codec bug, or a
+  decoder on another kind of device)."""
+
+
 @dataclasses.dataclass
 class EncodeResult:
   """What `Codec.compress` returns besides the bytes."""
@@ -64,10 +84,51 @@ class EncodeResult:
 
 @dataclasses.dataclass
 class DecodeResult:
+  """What `Codec.decompress` returns."""
+
   image: np.ndarray  # [H, W, 3] uint8.
   rate: float
   seconds: float
   coding_seconds: float  # Of which host entropy decoding.
+
+
+@dataclasses.dataclass
+class RoundTrip:
+  """One image through `Codec.compress` and `Codec.decompress` (`Codec.round_trip`)."""
+
+  encoded: EncodeResult
+  decoded: DecodeResult
+
+  @property
+  def num_pixels(self) -> int:
+    return self.decoded.image.shape[0] * self.decoded.image.shape[1]
+
+  @property
+  def bpp(self) -> float:
+    """The file's size (header included) per pixel."""
+    return 8 * len(self.encoded.data) / self.num_pixels
+
+  @property
+  def estimated_bpp(self) -> float:
+    """The model's rate (-log2 likelihood of the coded symbols) per pixel."""
+    return self.encoded.estimated_bits / self.num_pixels
+
+  @property
+  def mismatches(self) -> int:
+    """How many values of the decoded image differ from the encoder's reconstruction."""
+    return int(np.count_nonzero(self.decoded.image != self.encoded.reconstruction))
+
+  def check(self) -> RoundTrip:
+    """Returns self if the decoder reproduced the encoder's reconstruction.
+
+    Raises:
+      DecodeMismatchError: it did not.
+    """
+    if self.mismatches:
+      raise DecodeMismatchError(
+          f"rate {self.decoded.rate:g}: the decoded image differs from the encoder's "
+          f"reconstruction in {self.mismatches} values")
+    return self
 
 
 class Codec:
@@ -160,15 +221,21 @@ class Codec:
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE) or ph * pw > MAX_PIXELS:
       raise UserError(f"image size {h}x{w} is outside what the codec takes "
                       f"(sides 1..{MAX_SIDE}, at most {MAX_PIXELS} padded pixels)")
-    x = np.pad(image.astype(np.float32) / 255.0, (*pad, (0, 0)))[None]
+    x, _ = pad_image(image, self.config.pad_multiple)
     stages, estimated, x_tilde, coding_seconds = self._encode(jnp.asarray(x), rate_arr)
-    recon = self._crop(self._output(self.variables, x_tilde), h, w, pad)
+    recon = crop(self._output(self.variables, x_tilde), pad)
     header = coding.Header(self.model_id, float(np.float32(rate)), h, w, x.shape[1], x.shape[2],
                            len(stages))
     data = coding.pack(header, stages)
     payload_bits = 8 * sum(len(s.payload) for s in stages)
     return EncodeResult(data, recon, estimated, payload_bits, len(data) - payload_bits // 8,
                         time.perf_counter() - start, coding_seconds)
+
+  def round_trip(self, image: np.ndarray, rate: float) -> RoundTrip:
+    """Compresses [H, W, 3] uint8 at `rate` and decodes the bytes again (as a receiver
+    would); `RoundTrip.check` tells whether the decoder agreed with the encoder."""
+    encoded = self.compress(image, rate)
+    return RoundTrip(encoded, self.decompress(encoded.data))
 
   def encode_padded(self, x: jax.Array, rate: jax.Array
                     ) -> tuple[list[coding.Stage], float, jax.Array]:
@@ -247,8 +314,7 @@ class Codec:
 
     shapes = schedule.slice_shapes(cfg, 1, ph, pw)
     _, x_tilde = schedule.run(cfg, self._ops(rate_arr), shapes, code)
-    image = self._crop(self._output(self.variables, x_tilde), header.height, header.width,
-                       expected_pad)
+    image = crop(self._output(self.variables, x_tilde), expected_pad)
     return DecodeResult(image, header.rate, time.perf_counter() - start, coding_seconds)
 
   def _check_stream_rate(self, rate: float) -> jax.Array:
@@ -257,7 +323,3 @@ class Codec:
     except UserError as e:
       raise BitstreamError(f"bad rate in header: {e}") from None
 
-  @staticmethod
-  def _crop(x: jax.Array, h: int, w: int, pad) -> np.ndarray:
-    (top, _), (left, _) = pad
-    return np.asarray(x)[0, top:top + h, left:left + w]

@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import re
+import zipfile
 from typing import Any, Mapping
 
 import jax
@@ -112,7 +113,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], config: ModelConfig) -> di
       value = _to_ours(key, sd[key], shape)
       used.add(key)
     if tuple(value.shape) != shape:
-      raise CheckpointError(f"checkpoint entry {key!r} has shape {tuple(sd[key].shape)}, "
+      raise CheckpointError(f"checkpoint entry {key!r} has shape {tuple(value.shape)}, "
                             f"which does not fit parameter {'/'.join(path)} of shape {shape}")
     out[path] = jnp.asarray(value, leaf.dtype)
   _check_permutations(sd, config)
@@ -170,33 +171,36 @@ def infer_config(sd: Mapping[str, Any], **overrides) -> ModelConfig:
       d += 1
     depths.append(d)
     s += 1
-  last = len(depths) - 1
-  w0 = _numpy(sd["g_a0.0.block.1.conv.weight"])
-  c0 = _numpy(sd["g_a0.0.block.0.conv1.weight"]).shape[1] * 2
-  if "g_a0.0.permute.weight" in sd:
-    perm = "invconv"
-  elif "g_a0.0.permute.lower" in sd:
-    perm = "invconv_lu"
-  elif "g_a0.0.permute.indices" in sd:
-    perm = "shuffle"
-  else:
-    perm = "reverse"  # "cross" and "reverse" have no state; choose by override.
-  opts = dict(
-      N=int(_numpy(sd["g_a0.0.block.0.conv1.weight"]).shape[0]),
-      M=int(_numpy(sd[f"g_a{last}.0.block.0.conv1.weight"]).shape[0]),
-      depths=tuple(depths),
-      flow_permutation=perm,
-      flow_coupling="affine" if w0.shape[0] == c0 else "additive",
-      use_act_norm="g_a0.0.actnorm.bias" in sd,
-      post_process="post_net.conv1.weight" in sd,
-      lrp="lrp_transforms.0.0.weight" in sd,
-      sc_type=_infer_sc_type(sd),
-      anchor_num=int(_numpy(sd["gain"]).shape[0]),
-      context_width=int(_numpy(sd["cc_transforms.0.0.weight"]).shape[0]),
-      in_channels=c0 // 4,
-  )
-  opts.update(overrides)
-  return ModelConfig(**opts)
+  try:
+    last = len(depths) - 1
+    w0 = _numpy(sd["g_a0.0.block.1.conv.weight"])
+    c0 = _numpy(sd["g_a0.0.block.0.conv1.weight"]).shape[1] * 2
+    if "g_a0.0.permute.weight" in sd:
+      perm = "invconv"
+    elif "g_a0.0.permute.lower" in sd:
+      perm = "invconv_lu"
+    elif "g_a0.0.permute.indices" in sd:
+      perm = "shuffle"
+    else:
+      perm = "reverse"  # "cross" and "reverse" have no state; choose by override.
+    opts = dict(
+        N=int(_numpy(sd["g_a0.0.block.0.conv1.weight"]).shape[0]),
+        M=int(_numpy(sd[f"g_a{last}.0.block.0.conv1.weight"]).shape[0]),
+        depths=tuple(depths),
+        flow_permutation=perm,
+        flow_coupling="affine" if w0.shape[0] == c0 else "additive",
+        use_act_norm="g_a0.0.actnorm.bias" in sd,
+        post_process="post_net.conv1.weight" in sd,
+        lrp="lrp_transforms.0.0.weight" in sd,
+        sc_type=_infer_sc_type(sd),
+        anchor_num=int(_numpy(sd["gain"]).shape[0]),
+        context_width=int(_numpy(sd["cc_transforms.0.0.weight"]).shape[0]),
+        in_channels=c0 // 4,
+    )
+    opts.update(overrides)
+    return ModelConfig(**opts)
+  except (KeyError, ValueError, IndexError) as e:
+    raise CheckpointError(f"not a complete MSINN checkpoint: {type(e).__name__}: {e}") from None
 
 
 def _infer_sc_type(sd: Mapping[str, Any]) -> str:
@@ -228,10 +232,13 @@ def load_official(path: str | os.PathLike, config: ModelConfig | None = None
       with np.load(path, allow_pickle=False) as z:
         sd = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
         cfg_json = str(z["config_json"]) if "config_json" in z.files else None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
       raise CheckpointError(f"cannot read {path} as a .npz checkpoint: {e}") from None
     if config is None and cfg_json is not None:
-      config = ModelConfig.from_dict(json.loads(cfg_json))
+      try:
+        config = ModelConfig.from_dict(json.loads(cfg_json))
+      except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad config_json: {e}") from None
   else:
     sd = _read_torch(path)
   if not sd:

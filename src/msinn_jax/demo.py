@@ -131,17 +131,14 @@ def code_samples(codec: Codec, images: Sequence[SampleImage],
   """Compresses and decompresses every image at every rate (image-major order)."""
   points = []
   for sample in images:
-    h, w = sample.pixels.shape[:2]
     for rate in rates:
-      encoded = codec.compress(sample.pixels, rate)
-      decoded = codec.decompress(encoded.data)
-      psnr = float(metrics.psnr(decoded.image[None], sample.pixels[None])[0])
+      coded = codec.round_trip(sample.pixels, rate)
+      psnr = float(metrics.psnr(coded.decoded.image[None], sample.pixels[None])[0])
       points.append(DemoPoint(
-          image=sample.name, rate=float(rate), bpp=8 * len(encoded.data) / (h * w),
-          estimated_bpp=encoded.estimated_bits / (h * w), psnr=psnr,
-          encode_ms=1000 * encoded.seconds, decode_ms=1000 * decoded.seconds,
-          decoded=decoded.image,
-          matches_encoder=bool(np.array_equal(decoded.image, encoded.reconstruction))))
+          image=sample.name, rate=float(rate), bpp=coded.bpp,
+          estimated_bpp=coded.estimated_bpp, psnr=psnr,
+          encode_ms=1000 * coded.encoded.seconds, decode_ms=1000 * coded.decoded.seconds,
+          decoded=coded.decoded.image, matches_encoder=coded.mismatches == 0))
   return points
 
 

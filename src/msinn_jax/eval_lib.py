@@ -10,7 +10,7 @@ Two modes:
 
 * bitstreams (default): `Codec.compress` then `Codec.decompress`; bpp is the size of the
   whole `.msinn` file (header included), 8 * len(bytes) / (H * W). The decoded image
-  must equal the encoder's reconstruction (else `DecodeMismatchError`). "bpp-estimated"
+  must equal the encoder's reconstruction (else `codec.DecodeMismatchError`). "bpp-estimated"
   is the model's -log2 likelihood of the coded symbols.
 * estimate only: one jitted evaluation forward (`MSINN.__call__` with rounding), whose
   "bits" give "bpp" and "bpp-estimated" alike; as in the official `eval.py`, half the
@@ -52,7 +52,7 @@ import numpy as np
 import tqdm
 
 from msinn_jax import metrics
-from msinn_jax.codec import Codec, padding
+from msinn_jax.codec import Codec, crop, pad_image, padding
 from msinn_jax.errors import UserError
 
 TFDS_PREFIX = "tfds:"
@@ -68,10 +68,6 @@ METRIC_FIELDS = {
     "encoding_time": "encoding_time",
     "decoding_time": "decoding_time",
 }
-
-
-class DecodeMismatchError(RuntimeError):
-  """The decoder's image differs from the encoder's reconstruction (a codec bug)."""
 
 
 class Images(Protocol):
@@ -201,20 +197,12 @@ class Evaluator:
     """Compresses and decompresses one [H, W, 3] uint8 image; metrics of the decoded one.
 
     Raises:
-      DecodeMismatchError: the decoded image is not the encoder's reconstruction.
+      codec.DecodeMismatchError: the decoded image is not the encoder's reconstruction.
     """
-    encoded = self.codec.compress(image, rate)
-    decoded = self.codec.decompress(encoded.data)
-    if not np.array_equal(decoded.image, encoded.reconstruction):
-      diff = int(np.count_nonzero(decoded.image != encoded.reconstruction))
-      raise DecodeMismatchError(f"rate {rate:g}: the decoded image differs from the "
-                                f"encoder's reconstruction in {diff} values")
-    num_pixels = image.shape[0] * image.shape[1]
+    coded = self.codec.round_trip(image, rate).check()
     return ImageResult(
-        bpp=8 * len(encoded.data) / num_pixels,
-        bpp_estimated=encoded.estimated_bits / num_pixels,
-        **_quality(image, decoded.image),
-        encoding_time=encoded.seconds, decoding_time=decoded.seconds)
+        bpp=coded.bpp, bpp_estimated=coded.estimated_bpp, **_quality(image, coded.decoded.image),
+        encoding_time=coded.encoded.seconds, decoding_time=coded.decoded.seconds)
 
   def estimate(self, image: np.ndarray, rate: float) -> ImageResult:
     """Runs the jitted evaluation forward on one [H, W, 3] uint8 image."""
@@ -222,14 +210,12 @@ class Evaluator:
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
       raise UserError(f"expected an [H, W, 3] uint8 image, got {image.shape} {image.dtype}")
     h, w, _ = image.shape
-    pad = padding(h, w, self.codec.config.pad_multiple)
-    x = np.pad(image.astype(np.float32) / 255., (*pad, (0, 0)))[None]
+    x, pad = pad_image(image, self.codec.config.pad_multiple)
     rate_arr = jnp.full((1,), np.float32(rate))
     start = time.perf_counter()
     x_hat, bits = jax.block_until_ready(self._forward(self.codec.variables, x, rate_arr))
     seconds = time.perf_counter() - start
-    (top, _), (left, _) = pad
-    recon = np.asarray(x_hat)[0, top:top + h, left:left + w]
+    recon = crop(x_hat, pad)
     bpp = float(bits[0]) / (h * w)
     return ImageResult(bpp=bpp, bpp_estimated=bpp, **_quality(image, recon),
                        encoding_time=seconds / 2, decoding_time=seconds / 2)
@@ -266,7 +252,7 @@ class Evaluator:
 
     Raises:
       UserError: no images, no rates, a rate out of range, or a malformed image.
-      DecodeMismatchError: see `code`.
+      codec.DecodeMismatchError: see `code`.
     """
     rates = [float(r) for r in rates]
     if not rates:

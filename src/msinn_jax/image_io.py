@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
 import warnings
 
 import numpy as np
@@ -19,6 +20,16 @@ from msinn_jax.errors import UserError
 
 # File name extensions the tools take for images (lower case).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def list_images(folder: str | os.PathLike) -> list[pathlib.Path]:
+  """The files under `folder` (recursively) with an image extension, sorted by path.
+
+  The one folder scan of every tool: training, `msinn eval` and `check-invertibility`
+  see the same images.
+  """
+  return sorted(p for p in pathlib.Path(folder).rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 ACCEPTED_MODES = ("RGB", "RGBA", "L", "LA", "1", "P", "PA")
 
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from msinn_jax.codec import padding
+from msinn_jax.codec import pad_image
 from msinn_jax.config import ModelConfig
 from msinn_jax.flow.multiscale import FlowStage, MultiScaleFlow, make_stages, stage_units
 from msinn_jax.flow.squeeze import space_to_depth
@@ -129,10 +129,6 @@ class InvertibilityReport:
     """log|det| of g_a minus the sum of the units' (0 when they agree)."""
     return self.round_trip.logdet_analysis - self.logdet_of_units
 
-  @property
-  def max_piece_error(self) -> float:
-    return max(p.max_abs_error for p in self.pieces)
-
   def to_dict(self) -> dict[str, Any]:
     return {
         "round_trip": self.round_trip.to_dict(),
@@ -150,8 +146,7 @@ class InvertibilityReport:
 
 def codec_input(rgb: np.ndarray, config: ModelConfig) -> np.ndarray:
   """[H, W, 3] uint8 -> [Hp, Wp, 3] float32 in [0, 1], zero-padded as `Codec.compress` pads."""
-  pad = padding(rgb.shape[0], rgb.shape[1], config.pad_multiple)
-  return np.pad(np.asarray(rgb).astype(np.float32) / 255.0, (*pad, (0, 0)))
+  return pad_image(rgb, config.pad_multiple)[0][0]
 
 
 def _round_trip(module: nn.Module, params: Any, u: jax.Array) -> tuple[jax.Array, ...]:

@@ -15,7 +15,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 
 # PyTorch's default conv/linear weight init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), so that

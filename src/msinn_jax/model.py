@@ -35,11 +35,10 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from msinn_jax import schedule
 from msinn_jax.config import ModelConfig
-from msinn_jax.context.checkerboard import ALL, ANCHOR, NON_ANCHOR, SpatialContext, phase_mask
+from msinn_jax.context.checkerboard import ALL, ANCHOR, SpatialContext, phase_mask
 from msinn_jax.entropy import bits_of, gaussian_likelihood, ste_round
 from msinn_jax.flow.multiscale import MultiScaleFlow
 from msinn_jax.gain import GainUnits

@@ -75,20 +75,18 @@ def reencode(codec: Codec, image: np.ndarray, rate: float,
   if generations < 1:
     raise UserError(f"need at least one generation, got {generations}")
   original = np.asarray(image)
-  h, w = original.shape[:2]
   current, out = original, []
   for g in range(1, generations + 1):
-    encoded = codec.compress(current, rate)
-    decoded = codec.decompress(encoded.data)
+    coded = codec.round_trip(current, rate).check()
     out.append(Generation(
         index=g,
-        num_bytes=len(encoded.data),
-        bpp=8 * len(encoded.data) / (h * w),
-        estimated_bpp=encoded.estimated_bits / (h * w),
-        psnr=_psnr(decoded.image, original),
-        psnr_vs_previous=_psnr(decoded.image, current),
-        encode_seconds=encoded.seconds,
-        decode_seconds=decoded.seconds,
+        num_bytes=len(coded.encoded.data),
+        bpp=coded.bpp,
+        estimated_bpp=coded.estimated_bpp,
+        psnr=_psnr(coded.decoded.image, original),
+        psnr_vs_previous=_psnr(coded.decoded.image, current),
+        encode_seconds=coded.encoded.seconds,
+        decode_seconds=coded.decoded.seconds,
     ))
-    current = decoded.image
+    current = coded.decoded.image
   return out, current

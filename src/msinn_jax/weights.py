@@ -2,12 +2,12 @@
 
 A spec is one of
   * None or "default": the default model, `msinn_jax/data/default_model.npz` when the
-    package ships it (trained in short GPU slots by `experiments/slot.py`; its model
-    card, in the file, says how far), else the untrained model;
+    package ships it (trained in short slots by `experiments/slot.py`, so far on CPU
+    only; its model card, in the file, says how far), else the untrained model;
   * "untrained": a clearly labelled *untrained* model (deterministic random weights with
     the gain tables spread over a range of rates), good for exercising the tools, not for
     quality;
-  * a directory: a checkpoint written by `msinn train` (Orbax), latest step;
+  * a directory: a `msinn train` workdir or checkpoint directory (Orbax), latest step;
   * a `.pth` / `.pth.tar` file: an official PyTorch checkpoint (needs torch);
   * a `.npz` file: the parity-fixture layout.
 """
@@ -84,7 +84,7 @@ def untrained_params(config: ModelConfig, seed: int = 0) -> dict[str, Any]:
 def untrained_model(seed: int = 0) -> LoadedModel:
   """The labelled untrained default model."""
   return LoadedModel(UNTRAINED, {"params": untrained_params(UNTRAINED, seed)},
-                     "UNTRAINED model (random weights; no trained default ships yet)")
+                     "UNTRAINED model (random weights)")
 
 
 def describe_card(card: dict[str, Any]) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import pathlib
 from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from msinn_jax.image_io import write_bytes
 from msinn_jax.rd.results import RDCurve, RDError
 
 # Results key -> (quality metric of `RDCurve.quality_db`, axis label).
@@ -72,5 +74,7 @@ def plot_rd(curves: Sequence[RDCurve], out_path: str | pathlib.Path,
     ax.legend(loc="lower right", fontsize="small")
   if title:
     fig.suptitle(title)
-  fig.savefig(out_path, dpi=120)
+  buffer = io.BytesIO()  # Rendered first, then written atomically.
+  fig.savefig(buffer, dpi=120, format=pathlib.Path(out_path).suffix.lstrip(".") or "png")
+  write_bytes(out_path, buffer.getvalue())
   return panels

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from msinn_jax.errors import UserError
+from msinn_jax.image_io import write_bytes
 
 RATE_KEY = "bpp"
 
@@ -119,8 +120,8 @@ class RDCurve:
     return curve
 
   def save(self, path: str | pathlib.Path) -> None:
-    """Writes the curve as indented JSON."""
-    pathlib.Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+    """Writes the curve as indented JSON (atomically)."""
+    write_bytes(path, (json.dumps(self.to_json(), indent=2) + "\n").encode())
 
   @property
   def num_points(self) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from msinn_jax.errors import UserError
-from msinn_jax.image_io import IMAGE_EXTENSIONS, read_rgb
+from msinn_jax.image_io import IMAGE_EXTENSIONS, list_images, read_rgb
 from msinn_jax.invertibility import (DTYPES, InvertibilityChecker, InvertibilityReport,
                                      codec_input)
 from msinn_jax.tools.common import add_model_args, device_scope
@@ -45,13 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def expand_images(paths: list[str]) -> list[str]:
-  """Files as given, folders replaced by their image files (sorted by name)."""
+  """Files as given, folders replaced by the image files under them (as `msinn eval`)."""
   out = []
   for path in paths:
     if os.path.isdir(path):
-      found = sorted(os.path.join(path, n) for n in os.listdir(path)
-                     if n.lower().endswith(IMAGE_EXTENSIONS)
-                     and os.path.isfile(os.path.join(path, n)))
+      found = [str(p) for p in list_images(path)]
       if not found:
         raise UserError(f"{path}: folder has no image files ({', '.join(IMAGE_EXTENSIONS)})")
       out += found

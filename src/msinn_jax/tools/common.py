@@ -12,11 +12,12 @@ from msinn_jax.errors import UserError
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
+  """Adds --checkpoint and --device, which every tool that runs the model takes."""
   parser.add_argument(
       "--checkpoint", default="default",
-      help="training checkpoint directory, official .pth/.pth.tar, a weights .npz, "
-           "'default' (the shipped model; untrained until one ships) or 'untrained' "
-           "(default: %(default)s)")
+      help="a `msinn train` workdir or checkpoint directory, official .pth/.pth.tar, a "
+           "weights .npz, 'default' (the model shipped in the package; its card says how "
+           "far it is trained) or 'untrained' (default: %(default)s)")
   parser.add_argument("--device", choices=("cpu", "gpu", "tpu"), default=None,
                       help="device to run the networks on (default: JAX's default)")
 

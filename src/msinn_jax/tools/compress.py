@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from msinn_jax.image_io import read_rgb, write_bytes
 from msinn_jax.tools.common import add_model_args, cached_codec, device_scope
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
+  """Adds the `compress` sub-command."""
   p = subparsers.add_parser("compress", help="compress an image into a .msinn file")
   p.add_argument("input", help="image file (RGB; grayscale/palette converted, alpha dropped)")
   p.add_argument("-o", "--output", required=True, help="output .msinn file")
@@ -18,7 +20,8 @@ def register(subparsers) -> None:
   p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
+  """Runs `compress`; returns the exit code."""
   image = read_rgb(args.input)
   with device_scope(args.device):
     codec, description = cached_codec(args.checkpoint)

@@ -6,12 +6,18 @@ the config as JSON), so every command's `--checkpoint` loads it without torch.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 
+from msinn_jax.config import ModelConfig
+from msinn_jax.convert import load_official
 from msinn_jax.errors import UserError
+from msinn_jax.train.checkpoint import Checkpointer
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
+  """Adds the `convert` sub-command."""
   p = subparsers.add_parser("convert", help="convert official PyTorch weights to a checkpoint")
   p.add_argument("input", help="official .pth/.pth.tar (needs torch) or parity .npz")
   p.add_argument("-o", "--output", required=True, help="new checkpoint directory")
@@ -21,24 +27,31 @@ def register(subparsers) -> None:
   p.set_defaults(func=run)
 
 
-def run(args) -> int:
-  import os
+def _overrides(text: str | None) -> dict:
+  """The --config JSON object (empty without one)."""
+  if not text:
+    return {}
+  try:
+    overrides = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise UserError(f"--config is not JSON: {e}") from None
+  if not isinstance(overrides, dict):
+    raise UserError("--config must be a JSON object of constructor options")
+  return overrides
 
-  from msinn_jax.config import ModelConfig
-  from msinn_jax.convert import load_official
-  from msinn_jax.train.checkpoint import Checkpointer
 
-  config = None
-  if args.config:
+def run(args: argparse.Namespace) -> int:
+  """Converts the weights and writes the checkpoint; returns the exit code."""
+  if os.path.exists(args.output) and (not os.path.isdir(args.output) or os.listdir(args.output)):
+    raise UserError(f"{args.output} exists and is not an empty directory")
+  overrides = _overrides(args.config)
+  config, variables = load_official(args.input)
+  if overrides:
     try:
-      overrides = json.loads(args.config)
-    except json.JSONDecodeError as e:
-      raise UserError(f"--config is not JSON: {e}") from None
-    base, _ = load_official(args.input)
-    config = ModelConfig.from_dict({**base.to_dict(), **overrides})
-  if os.path.exists(args.output) and os.listdir(args.output):
-    raise UserError(f"{args.output} exists and is not empty")
-  config, variables = load_official(args.input, config)
+      config = ModelConfig.from_dict({**config.to_dict(), **overrides})
+    except (TypeError, ValueError) as e:
+      raise UserError(f"--config: {e}") from None
+    _, variables = load_official(args.input, config)  # The layout may depend on them.
   with Checkpointer(args.output, max_to_keep=1, async_save=False) as ckpt:
     ckpt.save(0, {"params": variables["params"]}, {"model": config.to_dict()}, force=True)
   print(f"{args.input} -> {args.output}: {config}")

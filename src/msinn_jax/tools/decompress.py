@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+
 from msinn_jax.image_io import read_bytes, write_png
 from msinn_jax.tools.common import add_model_args, cached_codec, device_scope
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
+  """Adds the `decompress` sub-command."""
   p = subparsers.add_parser("decompress", help="decode a .msinn file into a PNG")
   p.add_argument("input", help=".msinn file")
   p.add_argument("-o", "--output", required=True, help="output PNG")
@@ -14,7 +17,8 @@ def register(subparsers) -> None:
   p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
+  """Runs `decompress`; returns the exit code."""
   data = read_bytes(args.input)
   with device_scope(args.device):
     codec, description = cached_codec(args.checkpoint)

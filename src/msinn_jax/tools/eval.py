@@ -21,6 +21,7 @@ import pathlib
 
 from msinn_jax import eval_lib
 from msinn_jax.errors import UserError
+from msinn_jax.image_io import write_bytes
 from msinn_jax.tools.common import add_model_args, cached_codec, device_scope
 
 
@@ -72,9 +73,6 @@ def run(args: argparse.Namespace) -> int:
   results["settings"]["dataset"] = args.dataset
   print(eval_lib.format_table(results))
   if output is not None:
-    try:
-      output.write_text(json.dumps(results, indent=2) + "\n")
-    except OSError as e:
-      raise UserError(f"cannot write {output}: {e.strerror or e}") from None
+    write_bytes(output, (json.dumps(results, indent=2) + "\n").encode())
     print(f"wrote {output}")
   return 0

@@ -31,6 +31,7 @@ from msinn_jax.errors import CheckpointError
 
 STATE = "state"
 CONFIG = "config"
+CHECKPOINT_DIR = "checkpoints"  # Inside a `msinn train` workdir.
 
 
 def config_to_json(config: Any) -> dict[str, Any]:
@@ -61,7 +62,7 @@ class Checkpointer:
 
   Example::
 
-    with Checkpointer(workdir / "checkpoints", max_to_keep=3) as ckpt:
+    with Checkpointer(workdir / CHECKPOINT_DIR, max_to_keep=3) as ckpt:
       if ckpt.latest_step() is not None:
         state, config_json, step = ckpt.restore_latest(abstract_state)
       ...
@@ -192,12 +193,19 @@ class Checkpointer:
 
 
 def _resolve_checkpoint(path: str | os.PathLike[str]) -> tuple[epath.Path, int | None]:
-  """Splits `path` into (checkpoint root, step); step None means the latest one."""
+  """Splits `path` into (checkpoint root, step); step None means the latest one.
+
+  `path` is a checkpoint root, one of its step folders, or a `msinn train` workdir
+  (whose checkpoints are in `<workdir>/checkpoints`).
+  """
   path = _as_path(path)
   if not path.is_dir():
     raise CheckpointError(f"checkpoint directory {path} does not exist")
   if path.name.isdigit() and (path / STATE).is_dir():  # A step folder was given.
     return path.parent, int(path.name)
+  if (path / CHECKPOINT_DIR).is_dir() and not any(
+      p.name.isdigit() for p in path.iterdir()):  # A training workdir was given.
+    return path / CHECKPOINT_DIR, None
   return path, None
 
 

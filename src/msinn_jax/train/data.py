@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 from msinn_jax.errors import UserError
-from msinn_jax.image_io import IMAGE_EXTENSIONS
+from msinn_jax.image_io import IMAGE_EXTENSIONS, list_images
 
 T = TypeVar("T")
 
@@ -107,11 +107,8 @@ class ImageFolderSource:
     self.root = pathlib.Path(root)
     if not self.root.is_dir():
       raise UserError(f"image folder {str(self.root)!r} does not exist or is not a folder")
-    candidates = sorted(
-        p for p in self.root.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     paths = []
-    for path in candidates:
+    for path in list_images(self.root):
       try:
         with Image.open(path):  # Parses the header; decodes nothing.
           pass

@@ -69,8 +69,7 @@ def _restore_target(abstract: TrainState) -> dict[str, Any]:
 
 
 def _checkpoint_dir(workdir: str | os.PathLike[str]) -> pathlib.Path:
-  from msinn_jax.train.train_lib import CHECKPOINT_DIR  # pylint: disable=import-outside-toplevel
-  return pathlib.Path(workdir) / CHECKPOINT_DIR
+  return pathlib.Path(workdir) / checkpoint_lib.CHECKPOINT_DIR
 
 
 def export_run(workdir: str | os.PathLike[str], weights_path: str | os.PathLike[str],

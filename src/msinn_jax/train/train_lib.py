@@ -53,7 +53,7 @@ from msinn_jax.train.metrics_log import MetricWriter, ProgressBar
 from msinn_jax.train.state import (TrainState, learning_rate_schedule, make_optimizer,
                                    state_from_params, widen_anchors)
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = checkpoint_lib.CHECKPOINT_DIR  # <workdir>/checkpoints
 
 log = logging.getLogger(__name__)
 
