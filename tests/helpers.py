@@ -55,3 +55,17 @@ def init_model(config: ModelConfig, x: jax.Array, seed: int = 0):
   rngs = {"params": jax.random.key(seed), "noise": jax.random.key(seed + 1)}
   variables = jax.jit(model.init)(rngs, x, 0)
   return model, {"params": perturb(variables["params"], seed)}
+
+
+def break_decoder(codec, monkeypatch) -> None:
+  """Makes `codec.decompress` flip one value of every image it decodes (a decoder that
+  disagrees with its encoder), for this test only."""
+  decompress = codec.decompress
+
+  def flip_one_value(data):
+    out = decompress(data)
+    out.image = out.image.copy()
+    out.image[0, 0, 0] ^= 1
+    return out
+
+  monkeypatch.setattr(codec, "decompress", flip_one_value)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import image, init_model, small_config
+from helpers import break_decoder, image, init_model, small_config
 from msinn_jax import eval_lib
 from msinn_jax.cli import main
 from msinn_jax.codec import DecodeMismatchError
@@ -142,16 +142,7 @@ def _codec_cache_sizes(codec) -> dict[str, int]:
 
 
 def test_decode_mismatch_is_reported(evaluator, images, monkeypatch):
-  codec = evaluator.codec
-  decompress = codec.decompress
-
-  def corrupt(data):
-    out = decompress(data)
-    out.image = out.image.copy()
-    out.image[0, 0, 0] ^= 1
-    return out
-
-  monkeypatch.setattr(codec, "decompress", corrupt)
+  break_decoder(evaluator.codec, monkeypatch)
   with pytest.raises(DecodeMismatchError, match="1 values"):
     evaluator.code(images[0], 1.)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import image, init_model, small_config
+from helpers import break_decoder, image, init_model, small_config
 from msinn_jax.cli import main
 from msinn_jax.codec import DecodeMismatchError
 from msinn_jax.convert import export_state_dict
@@ -67,15 +67,7 @@ def test_generations_chain_compress_and_decompress(setup):
 
 def test_a_decoder_disagreeing_with_the_encoder_stops_the_chain(setup, monkeypatch):
   _, codec, _, rgb = setup
-  decompress = codec.decompress
-
-  def flip_one_value(data):
-    out = decompress(data)
-    out.image = out.image.copy()
-    out.image[0, 0, 0] ^= 1
-    return out
-
-  monkeypatch.setattr(codec, "decompress", flip_one_value)
+  break_decoder(codec, monkeypatch)
   with pytest.raises(DecodeMismatchError, match="1 values"):
     reencode(codec, rgb, 1.5, 2)
 
