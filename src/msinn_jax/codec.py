@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from msinn_jax import coding, schedule
+from msinn_jax import coding, gain, schedule
 from msinn_jax.config import ModelConfig
 from msinn_jax.entropy import gaussian_likelihood
 from msinn_jax.errors import BitstreamError, UserError
@@ -197,14 +197,7 @@ class Codec:
     return Ops()
 
   def _check_rate(self, rate: float) -> jax.Array:
-    top = self.config.anchor_num - 1
-    try:
-      rate = float(rate)
-    except (TypeError, ValueError):
-      raise UserError(f"rate must be a number, got {rate!r}") from None
-    if not np.isfinite(rate) or not 0 <= rate <= top:
-      raise UserError(f"rate {rate} is outside [0, {top}] (anchor_num={top + 1})")
-    return jnp.full((1,), np.float32(rate))
+    return jnp.full((1,), np.float32(gain.check_rate(rate, self.config.anchor_num)))
 
   # --- Encoder -------------------------------------------------------------------------
 

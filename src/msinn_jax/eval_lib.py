@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from msinn_jax import metrics
+from msinn_jax import gain, metrics
 from msinn_jax.codec import Codec, crop, pad_image, padding
 from msinn_jax.errors import UserError
 
@@ -124,13 +124,11 @@ def parse_rates(spec: str, anchor_num: int) -> list[float]:
       rates.update(float(a) for a in range(anchor_num))
       continue
     try:
-      rate = float(token)
+      float(token)
     except ValueError:
       raise UserError(f"bad rate {token!r} in {spec!r}: expected 'all' or numbers like "
                       f"0,3.5,{top}") from None
-    if not np.isfinite(rate) or not 0 <= rate <= top:
-      raise UserError(f"rate {token} is outside [0, {top}] (anchor_num={anchor_num})")
-    rates.add(rate)
+    rates.add(gain.check_rate(token, anchor_num))
   return sorted(rates)
 
 
@@ -259,10 +257,8 @@ class Evaluator:
       raise UserError("no rates to evaluate")
     if len(images) == 0:
       raise UserError("no images to evaluate")
-    top = self.codec.config.anchor_num - 1
     for rate in rates:
-      if not np.isfinite(rate) or not 0 <= rate <= top:
-        raise UserError(f"rate {rate:g} is outside [0, {top}]")
+      gain.check_rate(rate, self.codec.config.anchor_num)
     names = [str(i) for i in range(len(images))] if names is None else list(names)
     if len(names) != len(images):
       raise ValueError(f"{len(names)} names for {len(images)} images")

@@ -22,6 +22,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from msinn_jax.entropy import GAIN_BOUND, lower_bound
+from msinn_jax.errors import UserError
+
+
+def check_rate(rate: object, anchor_num: int) -> float:
+  """`rate` as a float if it is a rate of the model: a number in [0, anchor_num - 1]
+  (an anchor index, or a point between two anchors).
+
+  Raises:
+    UserError: not a number, or outside that range.
+  """
+  top = anchor_num - 1
+  try:
+    value = float(rate)
+  except (TypeError, ValueError):
+    raise UserError(f"rate must be a number, got {rate!r}") from None
+  if not np.isfinite(value) or not 0 <= value <= top:
+    raise UserError(f"rate {rate} is outside [0, {top}] (anchor_num={anchor_num})")
+  return value
 
 
 def interpolate_gains(table: jax.Array, rate: jax.Array) -> jax.Array:
