@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
       "check-invertibility", help="round-trip error of the flow, piece by piece",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("images", nargs="+", metavar="IMAGES",
-                 help="image files, or folders (their image files, not recursive)")
+                 help="image files, or folders (every image file under them, recursively)")
   p.add_argument("--dtype", choices=DTYPES, default="float32",
                  help="arithmetic of the check; float64 casts the weights (default: %(default)s)")
   p.add_argument("--precision", choices=PRECISIONS, default="default",

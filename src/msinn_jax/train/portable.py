@@ -13,8 +13,9 @@ written as two `.npz` files:
             ships.
   state     everything else a resume needs: the optimizer state by tree path (Adam's
             moments as bfloat16, half the bytes, which costs them nothing that matters:
-            they are running averages), `step`, the RNG key's data, the data position
-            and the experiment config (`experiment_json`).
+            they are running averages), `step`, the RNG key's data and the experiment
+            config (`experiment_json`); the data position follows from the step and
+            is rebuilt by `import_run`.
 
 `export_run` writes both from the newest checkpoint of a workdir; `import_run` turns
 them back into a checkpoint of a fresh workdir, which `train_and_evaluate` then resumes
