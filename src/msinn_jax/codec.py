@@ -124,10 +124,11 @@ class RoundTrip:
     Raises:
       DecodeMismatchError: it did not.
     """
-    if self.mismatches:
+    mismatches = self.mismatches
+    if mismatches:
       raise DecodeMismatchError(
           f"rate {self.decoded.rate:g}: the decoded image differs from the encoder's "
-          f"reconstruction in {self.mismatches} values")
+          f"reconstruction in {mismatches} values")
     return self
 
 

@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import pathlib
+import zipfile
 from typing import Any
 
 import jax.numpy as jnp
@@ -102,7 +103,7 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
   try:
     with np.load(path, allow_pickle=False) as z:
       return json.loads(str(z["card_json"])) if "card_json" in z.files else {}
-  except (OSError, ValueError):
+  except (OSError, ValueError, zipfile.BadZipFile):
     return {}
 
 
