@@ -68,10 +68,13 @@ def test_folder_without_images_is_a_user_error(tmp_path):
     data.ImageFolderSource(tmp_path / "missing")
 
 
-def test_sixteen_bit_grayscale_keeps_its_range():
+def test_sixteen_bit_grayscale_keeps_its_range_in_training_and_is_refused_elsewhere(tmp_path):
   x = np.array([[0, 256, 65535]], dtype=np.uint16)
-  rgb = data.to_rgb_uint8(Image.fromarray(x))
+  Image.fromarray(x).save(tmp_path / "deep.png")
+  rgb = data.ImageFolderSource(tmp_path, lenient=True)[0]
   np.testing.assert_array_equal(rgb[0, :, 0], [0, 1, 255])
+  with pytest.raises(UserError, match="deep.png: image mode 'I;16' is not supported"):
+    data.ImageFolderSource(tmp_path)[0]
 
 
 @pytest.mark.parametrize("shape", [(10, 7), (1, 1), (16, 3), (40, 30)])

@@ -27,7 +27,7 @@ import numpy as np
 from flax import traverse_util
 
 from msinn_jax.config import ModelConfig
-from msinn_jax.errors import CheckpointError
+from msinn_jax.errors import CheckpointError, UserError
 from msinn_jax.flow.mixing import lu_from_matrix, permutation_indices
 
 # Official entries that carry no parameters of this model.
@@ -212,7 +212,8 @@ def _infer_sc_type(sd: Mapping[str, Any]) -> str:
   return "multi_ckbd"  # No spatial context in use at all.
 
 
-def load_official(path: str | os.PathLike, config: ModelConfig | None = None
+def load_official(path: str | os.PathLike, config: ModelConfig | None = None,
+                  overrides: Mapping[str, Any] | None = None
                   ) -> tuple[ModelConfig, dict[str, Any]]:
   """Reads an official checkpoint or a parity fixture.
 
@@ -220,6 +221,8 @@ def load_official(path: str | os.PathLike, config: ModelConfig | None = None
     path: `.pth` / `.pth.tar` (torch needed) or `.npz` (parity-fixture layout).
     config: the model configuration; by default read from the fixture's `config_json`
       or inferred from the weights.
+    overrides: constructor options replacing those of that configuration before the
+      weights are laid out (the layout may depend on them).
 
   Returns:
     (config, {"params": params}).
@@ -244,6 +247,11 @@ def load_official(path: str | os.PathLike, config: ModelConfig | None = None
   if not sd:
     raise CheckpointError(f"{path} holds no parameters")
   config = config or infer_config(sd)
+  if overrides:
+    try:
+      config = ModelConfig.from_dict({**config.to_dict(), **overrides})
+    except (TypeError, ValueError) as e:
+      raise UserError(f"bad configuration override {dict(overrides)}: {e}") from None
   return config, {"params": convert_state_dict(sd, config)}
 
 

@@ -124,11 +124,10 @@ def parse_rates(spec: str, anchor_num: int) -> list[float]:
       rates.update(float(a) for a in range(anchor_num))
       continue
     try:
-      float(token)
-    except ValueError:
-      raise UserError(f"bad rate {token!r} in {spec!r}: expected 'all' or numbers like "
-                      f"0,3.5,{top}") from None
-    rates.add(gain.check_rate(token, anchor_num))
+      rates.add(gain.check_rate(token, anchor_num))
+    except UserError as e:
+      raise UserError(f"bad rate {token!r} in {spec!r} ({e}): expected 'all' or numbers "
+                      f"like 0,3.5,{top}") from None
   return sorted(rates)
 
 

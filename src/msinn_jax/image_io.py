@@ -1,9 +1,12 @@
-"""Reading and writing 8-bit RGB images, with a clear policy for other modes.
+"""Reading and writing 8-bit RGB images, with one policy for other modes.
 
-Accepted: RGB; grayscale ("L", "1") and palette ("P") images are converted to RGB
-(grayscale becomes three equal channels); an alpha channel ("RGBA", "LA", "PA") is
-dropped, since the codec codes colour only. Refused: 16-bit, 32-bit integer and float
-images ("I;16", "I", "F") and CMYK, which would lose precision or colour silently.
+Strict (the default: what is compressed or evaluated): RGB; grayscale ("L", "1") and
+palette ("P") images are converted to RGB (grayscale becomes three equal channels); an
+alpha channel ("RGBA", "LA", "PA") is dropped, since the codec codes colour only.
+Refused: 16-bit, 32-bit integer and float images ("I;16", "I", "F") and CMYK, which would
+lose precision or colour silently. Lenient (training crops, where an approximation costs
+nothing): 16-bit grayscale is reduced to 8 bits by dropping the low byte instead of being
+clipped at 255, and any other mode is converted by PIL.
 """
 
 from __future__ import annotations
@@ -33,21 +36,39 @@ def list_images(folder: str | os.PathLike) -> list[pathlib.Path]:
 ACCEPTED_MODES = ("RGB", "RGBA", "L", "LA", "1", "P", "PA")
 
 
+def to_rgb_uint8(image: Image.Image, *, lenient: bool = False) -> np.ndarray:
+  """A PIL image as [H, W, 3] uint8 RGB, under the module's strict or lenient policy.
+
+  Raises:
+    UserError: (strict only) a mode the codec does not take.
+  """
+  mode = image.mode
+  if lenient and (mode.startswith("I;16") or mode == "I"):
+    x = np.clip(np.asarray(image).astype(np.int64), 0, 65535) >> 8
+    return np.repeat(x.astype(np.uint8)[..., None], 3, axis=-1)
+  if not lenient and mode not in ACCEPTED_MODES:
+    raise UserError(f"image mode {mode!r} is not supported; the codec takes 8-bit RGB, "
+                    f"grayscale or palette images (alpha is dropped)")
+  return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-  """Reads an image file as [H, W, 3] uint8 (see the module docstring for modes)."""
+  """Reads an image file as [H, W, 3] uint8 under the strict policy (module docstring).
+
+  Raises:
+    UserError: no such file, not an image, or a mode the codec does not take.
+  """
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise UserError(f"no such image file: {path}")
   try:
     with Image.open(path) as img:
       img.load()
-      mode = img.mode
-      if mode not in ACCEPTED_MODES:
-        raise UserError(f"{path}: image mode {mode!r} is not supported; the codec takes 8-bit "
-                        f"RGB, grayscale or palette images (alpha is dropped)")
-      if "A" in mode:
+      if "A" in img.mode:
         warnings.warn(f"{path}: alpha channel dropped", stacklevel=2)
-      return np.asarray(img.convert("RGB"), dtype=np.uint8)
+      return to_rgb_uint8(img)
+  except UserError as e:
+    raise UserError(f"{path}: {e}") from None
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
     raise UserError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
 

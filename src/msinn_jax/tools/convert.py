@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 
-from msinn_jax.config import ModelConfig
 from msinn_jax.convert import load_official
 from msinn_jax.errors import UserError
 from msinn_jax.train.checkpoint import Checkpointer
@@ -45,13 +44,7 @@ def run(args: argparse.Namespace) -> int:
   if os.path.exists(args.output) and (not os.path.isdir(args.output) or os.listdir(args.output)):
     raise UserError(f"{args.output} exists and is not an empty directory")
   overrides = _overrides(args.config)
-  config, variables = load_official(args.input)
-  if overrides:
-    try:
-      config = ModelConfig.from_dict({**config.to_dict(), **overrides})
-    except (TypeError, ValueError) as e:
-      raise UserError(f"--config: {e}") from None
-    _, variables = load_official(args.input, config)  # The layout may depend on them.
+  config, variables = load_official(args.input, overrides=overrides)
   with Checkpointer(args.output, max_to_keep=1, async_save=False) as ckpt:
     ckpt.save(0, {"params": variables["params"]}, {"model": config.to_dict()}, force=True)
   print(f"{args.input} -> {args.output}: {config}")

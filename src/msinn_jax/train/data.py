@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 from msinn_jax.errors import UserError
-from msinn_jax.image_io import IMAGE_EXTENSIONS, list_images
+from msinn_jax.image_io import IMAGE_EXTENSIONS, list_images, to_rgb_uint8
 
 T = TypeVar("T")
 
@@ -67,39 +67,22 @@ class ImageSource(Protocol):
     ...
 
 
-def to_rgb_uint8(image: Image.Image) -> np.ndarray:
-  """Converts a PIL image of any mode to [H, W, 3] uint8 RGB.
-
-  Grayscale is replicated to three channels; alpha is dropped (colour values kept as
-  stored, not composited); palette images are expanded. 16-bit grayscale (`I;16*`, `I`)
-  is scaled to 8 bits by dropping the low byte instead of being clipped at 255.
-
-  Args:
-    image: a PIL image.
-
-  Returns:
-    [H, W, 3] uint8 array.
-  """
-  if image.mode.startswith("I;16") or image.mode == "I":
-    x = np.asarray(image).astype(np.int64)
-    x = (np.clip(x, 0, 65535) >> 8).astype(np.uint8)
-    return np.repeat(x[..., None], 3, axis=-1)
-  return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
 class ImageFolderSource:
   """All images under a folder (recursively), sorted by relative path.
 
   Files are recognized by extension (`IMAGE_EXTENSIONS`, case-insensitive) and checked
   at scan time by parsing their header; files PIL cannot identify are skipped with a
   warning. Damage beyond the header is only found when decoding (see `CropLoader`).
+  Images are converted under `image_io`'s strict policy (what the codec takes), or its
+  lenient one for training.
   """
 
-  def __init__(self, root: str | os.PathLike[str]):
+  def __init__(self, root: str | os.PathLike[str], *, lenient: bool = False):
     """Scans `root`.
 
     Args:
       root: folder to scan recursively (e.g. `flickr2w/train`).
+      lenient: also take 16-bit and other modes (`image_io.to_rgb_uint8`).
 
     Raises:
       UserError: `root` is not a folder or holds no readable image.
@@ -120,13 +103,17 @@ class ImageFolderSource:
       raise UserError(
           f"no readable image ({', '.join(IMAGE_EXTENSIONS)}) under {str(self.root)!r}")
     self.paths: tuple[pathlib.Path, ...] = tuple(paths)
+    self.lenient = lenient
 
   def __len__(self) -> int:
     return len(self.paths)
 
   def __getitem__(self, index: int) -> np.ndarray:
     with Image.open(self.paths[index]) as image:
-      return to_rgb_uint8(image)
+      try:
+        return to_rgb_uint8(image, lenient=self.lenient)
+      except UserError as e:
+        raise UserError(f"{self.paths[index]}: {e}") from None
 
   def describe(self, index: int) -> str:
     """Names record `index` in messages."""

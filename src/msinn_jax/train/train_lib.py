@@ -65,7 +65,7 @@ class NonFiniteLossError(FloatingPointError):
 def make_source(data: DataConfig) -> data_lib.ImageSource:
   """The image collection `data` names (folder or TFDS)."""
   if data.source == "folder":
-    return data_lib.ImageFolderSource(data.folder)
+    return data_lib.ImageFolderSource(data.folder, lenient=True)
   return data_lib.TfdsSource(data.tfds_name, split=data.tfds_split, image_key=data.image_key,
                              data_dir=data.tfds_data_dir)
 
