@@ -22,7 +22,7 @@
 # MODE (env, default "both"): "bench" skips the slot, "train" skips the benchmarks.
 # Everything goes to $OUT: session.log as it runs; at the end results.tgz (benchmark
 # JSONs, metrics.jsonl, invertibility reports) and the weights and optimizer state in
-# 15 MiB parts (the device returns at most 8 files of at most 16 MiB).
+# 15 MiB parts with their sha256 (the device returns at most 8 files of at most 16 MiB).
 set -u
 
 if [[ "${1:-}" == "--collect" ]]; then  # Here: unpack what came back into the repo.
@@ -31,9 +31,13 @@ if [[ "${1:-}" == "--collect" ]]; then  # Here: unpack what came back into the r
   mkdir -p "$root/experiments/results/gpu" "$root/experiments/state"
   tar -xzf "$src/results.tgz" -C "$root/experiments/results/gpu"
   cp "$src/session.log" "$root/experiments/results/gpu/"
-  if compgen -G "$src/weights.part-*" >/dev/null; then
-    cat "$src"/weights.part-* > "$root/src/msinn_jax/data/default_model.npz"
-    cat "$src"/state.part-* > "$root/experiments/state/default_state.npz"
+  if compgen -G "$src/weights.part-*" >/dev/null; then  # Checked before anything is replaced.
+    tmp=$(mktemp -d)
+    cat "$src"/weights.part-* > "$tmp/default_model.npz"
+    cat "$src"/state.part-* > "$tmp/default_state.npz"
+    (cd "$tmp" && sha256sum -c "$src/weights.sha256") || { echo "parts damaged: kept the old files"; exit 1; }
+    mv "$tmp/default_model.npz" "$root/src/msinn_jax/data/default_model.npz"
+    mv "$tmp/default_state.npz" "$root/experiments/state/default_state.npz"
   fi
   ls -la "$root/experiments/results/gpu"
   exit 0
@@ -94,6 +98,7 @@ if [[ "$MODE" != bench && $(left) -gt 150 ]]; then
         --checkpoint /tmp/slot/default_model.npz --precision $p --json \
         > $R/invertibility_$p.json"
     done
+    (cd /tmp/slot && sha256sum default_model.npz default_state.npz) > "$OUT/weights.sha256"
     split -b 15M /tmp/slot/default_model.npz "$OUT/weights.part-"
     split -b 15M /tmp/slot/default_state.npz "$OUT/state.part-"
   fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import chex
 import jax
@@ -116,6 +117,19 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
   with checkpoint.Checkpointer(tmp_path / "fresh") as ckpt:
     with pytest.raises(CheckpointError, match="no checkpoint"):
       ckpt.restore_latest(_abstract(_state(0)))
+
+
+@pytest.mark.parametrize("damage", ["garbled _METADATA", "lost data"])
+def test_damaged_checkpoint_is_a_clear_error(tmp_path, damage):
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    ckpt.save(2, _state(2), {"a": 1})
+  state = tmp_path / "2" / "state"
+  if damage == "lost data":
+    shutil.rmtree(state / "d")
+  else:
+    (state / "_METADATA").write_text("garbage")
+  with pytest.raises(CheckpointError, match="cannot read the checkpoint"):
+    checkpoint.load_params(tmp_path)
 
 
 def test_mismatched_target_is_a_checkpoint_error(tmp_path):

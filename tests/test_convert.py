@@ -12,6 +12,7 @@ from flax import traverse_util
 from helpers import image, init_model, small_config
 from msinn_jax.convert import (convert_state_dict, export_state_dict, infer_config,
                                load_official, official_key)
+from msinn_jax.config import ModelConfig
 from msinn_jax.errors import CheckpointError
 
 
@@ -119,6 +120,13 @@ def test_npz_fixture_layout_round_trip(small, tmp_path):
   truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
   with pytest.raises(CheckpointError, match="cannot read"):
     load_official(truncated)
+  deflated = tmp_path / "deflated.npz"  # savez_compressed: damage hits zlib, not the zip.
+  np.savez_compressed(deflated, **{f"param/{k}": v for k, v in sd.items()})
+  raw = bytearray(deflated.read_bytes())
+  raw[len(raw) // 3: len(raw) // 3 + 64] = bytes(64)
+  deflated.write_bytes(bytes(raw))
+  with pytest.raises(CheckpointError, match="cannot read"):
+    load_official(deflated)
   foreign = tmp_path / "foreign_config.npz"
   np.savez(foreign, config_json=json.dumps({"N": 8, "no_such_option": 1}),
            **{f"param/{k}": v for k, v in sd.items()})
@@ -171,6 +179,17 @@ def test_convert_command_writes_a_loadable_checkpoint(small, tmp_path, capsys):
   code = main(["convert", str(src), "-o", str(tmp_path / "k3"), "--config",
                '{"spatial_context_num": 3}'])
   assert code == 0 and load_model(str(tmp_path / "k3")).config.spatial_context_num == 3
+
+
+def test_checkpoint_whose_config_does_not_fit_its_params_is_refused(small, tmp_path):
+  from msinn_jax.train.checkpoint import Checkpointer
+  from msinn_jax.weights import load_model
+  config, params = small
+  wider = ModelConfig.from_dict({**config.to_dict(), "N": config.N + 8})
+  with Checkpointer(tmp_path / "ckpt", max_to_keep=1, async_save=False) as ckpt:
+    ckpt.save(0, {"params": params}, {"model": wider.to_dict()}, force=True)
+  with pytest.raises(CheckpointError, match="but the saved model config needs"):
+    load_model(str(tmp_path / "ckpt"))
 
 
 def test_unused_context_networks_of_the_official_model_are_accepted():

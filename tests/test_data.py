@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from msinn_jax.errors import UserError
+from msinn_jax.image_io import read_rgb
 from msinn_jax.train import data
 
 CROP = 16
@@ -40,7 +41,7 @@ def folder(tmp_path: pathlib.Path) -> pathlib.Path:
 @pytest.fixture
 def source(folder: pathlib.Path) -> data.ImageFolderSource:
   with pytest.warns(UserWarning, match="corrupt.png"):
-    return data.ImageFolderSource(folder)
+    return data.ImageFolderSource(folder, lenient=True)  # As training reads it.
 
 
 def _loader(source: data.ImageSource, **kwargs) -> data.CropLoader:
@@ -148,16 +149,25 @@ def test_hosts_read_disjoint_slices_of_the_global_batch(source):
     _loader(source, global_batch_size=5, process_count=2)
 
 
-def test_undecodable_record_falls_back_to_the_next(folder):
-  source = data.ImageFolderSource(folder / "sub")
-  truncated = folder / "sub" / "c.jpg"
-  truncated.write_bytes(truncated.read_bytes()[:200])  # Header intact, data cut.
-  loader = _loader(source, global_batch_size=2)
+def test_undecodable_record_falls_back_to_the_next_in_training_only(folder):
+  lenient = data.ImageFolderSource(folder / "sub", lenient=True)  # As training reads it.
+  strict = data.ImageFolderSource(folder / "sub")  # As `msinn eval` reads it.
+  truncated = folder / "sub" / "c.jpg"  # Damaged after the scan: found only when decoded.
+  truncated.write_bytes(truncated.read_bytes()[:200])
+  loader = _loader(lenient, global_batch_size=2)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     batch = loader.batch_at(0)
   assert batch.shape == (2, CROP, CROP, 3)
   assert any("c.jpg" in str(w.message) for w in caught)
+  with pytest.raises(UserError, match="c.jpg: not a readable image"):
+    strict[[p.name for p in strict.paths].index("c.jpg")]
+
+
+def test_images_over_the_decompression_bomb_limit_are_user_errors(folder, monkeypatch):
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL raises above twice this.
+  with pytest.raises(UserError, match="a.png: not a readable image"):
+    read_rgb(folder / "a.png")
 
 
 def test_tfds_source_with_mock_data():

@@ -163,3 +163,20 @@ def test_cli_table_and_errors(files, capsys):
   nested.mkdir()
   (nested / "copy.png").write_bytes((folder / "im1.png").read_bytes())
   assert expand_images([str(empty)]) == [str(nested / "copy.png")]
+
+
+def test_non_finite_round_trip_exits_1_with_valid_json(model, files, capsys, tmp_path):
+  config, params = model
+  ckpt, folder = files
+  sd = export_state_dict(params, config)
+  key = "g_a0.0.actnorm.bias"  # The first piece of the flow: NaN reaches everything.
+  sd[key] = np.full_like(sd[key], np.nan)
+  broken = tmp_path / "nan.npz"
+  np.savez(broken, config_json=json.dumps(config.to_dict()),
+           **{f"param/{k}": v for k, v in sd.items()})
+  code = main(["check-invertibility", str(folder / "im1.png"), "--checkpoint", str(broken),
+               "--json"])
+  out, err = capsys.readouterr()
+  assert code == 1 and "non-finite" in err
+  report = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+  assert report["max_abs_error"] is None

@@ -60,6 +60,7 @@ def test_curve_quality_keys(tmp_path):
     ('{"name": "x"}', "'results'"),
     ('{"name": "x", "results": {"bpp": [1, "a"]}}', "list of numbers"),
     ('{"name": "x", "results": {"bpp": [1, 2], "psnr-rgb": [30]}}', "different lengths"),
+    ('{"name": "x", "results": {"bpp": [], "psnr-rgb": []}}', "no points"),
 ])
 def test_malformed_files(tmp_path, text, message):
   path = tmp_path / "bad.json"
@@ -131,3 +132,12 @@ def test_plot_drops_panels_no_curve_has(tmp_path):
   assert (tmp_path / "rd.svg").stat().st_size > 0
   with pytest.raises(RDError, match="none of the curves"):
     plot_rd([curve], tmp_path / "rd.png", metrics=("ms-ssim-rgb",))
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--min-rate", "0", "expected a number > 0"), ("--max-rate", "nan", "finite"),
+    ("--min-quality", "inf", "finite"), ("--max-quality", "x", "expected a number")])
+def test_bd_rate_interval_flags_are_checked(capsys, flag, value, message):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["bd-rate", "ref:kodak/jpeg2000-openjpeg", "--anchor", "ref:kodak/vtm", flag, value])
+  assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -89,6 +89,10 @@ def test_cli_prints_the_resolved_config_and_reports_bad_overrides(capsys):
   assert cli.main(argv + ["--set", "train.num_steps=x"]) == 2
   assert "train.num_steps expects int" in capsys.readouterr().err
   assert cli.main(["train", "--config", "missing.py", "--workdir", "unused"]) == 2
+  for limit in ("nan", "0", "-5"):  # NaN would pass a `<= 0` test and never stop the run.
+    with pytest.raises(SystemExit) as exit_info:
+      cli.main(argv + ["--time-limit", limit])
+    assert exit_info.value.code == 2 and "--time-limit" in capsys.readouterr().err
 
 
 # --- Objective and optimizer -----------------------------------------------------------

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from typing import Any, Mapping
 
 import jax
@@ -235,7 +236,7 @@ def load_official(path: str | os.PathLike, config: ModelConfig | None = None,
       with np.load(path, allow_pickle=False) as z:
         sd = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
         cfg_json = str(z["config_json"]) if "config_json" in z.files else None
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
       raise CheckpointError(f"cannot read {path} as a .npz checkpoint: {e}") from None
     if config is None and cfg_json is not None:
       try:

@@ -69,7 +69,8 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
       return to_rgb_uint8(img)
   except UserError as e:
     raise UserError(f"{path}: {e}") from None
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+  except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+          Image.DecompressionBombError) as e:
     raise UserError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
 
 

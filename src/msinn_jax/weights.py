@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import zipfile
+import zlib
 from typing import Any
 
 import jax.numpy as jnp
@@ -103,7 +104,7 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
   try:
     with np.load(path, allow_pickle=False) as z:
       return json.loads(str(z["card_json"])) if "card_json" in z.files else {}
-  except (OSError, ValueError, zipfile.BadZipFile):
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
     return {}
 
 
@@ -114,6 +115,21 @@ def shipped_model(path: str) -> LoadedModel:
   config, variables = load_official(path)
   return LoadedModel(config, variables,
                      f"default model ({describe_card(read_card(path))})")
+
+
+def _check_shapes(params: Any, config: ModelConfig, path: str) -> None:
+  """Raises CheckpointError unless `params` has exactly the parameters of `config`."""
+  from flax import traverse_util
+  from msinn_jax.convert import abstract_params
+  want = traverse_util.flatten_dict(abstract_params(config))
+  have = traverse_util.flatten_dict(params)
+  for name in sorted(set(want) | set(have)):
+    a, b = want.get(name), have.get(name)
+    if a is None or b is None or tuple(a.shape) != tuple(b.shape):
+      raise CheckpointError(
+          f"{path}: parameter {'/'.join(name)} is "
+          f"{'missing' if b is None else tuple(b.shape)}, but the saved model config "
+          f"{'has no such parameter' if a is None else f'needs {tuple(a.shape)}'}")
 
 
 def load_model(spec: str | os.PathLike | None) -> LoadedModel:
@@ -133,6 +149,7 @@ def load_model(spec: str | os.PathLike | None) -> LoadedModel:
       config = ModelConfig.from_dict(dict(model_cfg))
     except (TypeError, ValueError) as e:
       raise CheckpointError(f"{path}: checkpoint has no usable model config ({e})") from None
+    _check_shapes(params, config, path)
     return LoadedModel(config, {"params": params}, f"checkpoint {path}")
   if path.endswith((".pth", ".pth.tar", ".tar", ".pt", ".npz")):
     from msinn_jax.convert import load_official

@@ -1,7 +1,8 @@
 """Integer tables of the indexed Gaussian entropy model (host side, pure functions of config).
 
-MSINN codes every latent `y` as the integer symbol `q = round(y - mu)` under a zero-mean
-Gaussian `N(0, sigma)` discretised on unit bins, exactly like CompressAI's
+MSINN codes every latent `y` as the integer symbol `q = round((y - mu) * g)` (g: the rate's
+gain vector; sigma is already scaled by the scale gain) under a zero-mean Gaussian
+`N(0, sigma)` discretised on unit bins, exactly like CompressAI's
 `GaussianConditional` (Ballé et al. 2018; Minnen et al. 2018). The continuous `sigma`
 predicted by the network never reaches the entropy coder: it is first mapped to an integer
 *index* into a fixed, log-spaced `scale_table`, and the coder only sees per-index integer

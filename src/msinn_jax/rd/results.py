@@ -87,6 +87,8 @@ class RDCurve:
       lengths[key] = len(values)
     if len(set(lengths.values())) > 1:
       raise RDError(f"{source}: results lists have different lengths: {lengths}")
+    if not any(lengths.values()):
+      raise RDError(f"{source}: the curve has no points")
     extra = {k: v for k, v in obj.items() if k not in ("name", "description", "results")}
     return cls(name=name, description=description,
                results={k: [float(v) for v in vs] for k, vs in results.items()}, extra=extra)

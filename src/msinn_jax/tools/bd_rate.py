@@ -21,6 +21,7 @@ from msinn_jax.errors import UserError
 from msinn_jax.rd import bd
 from msinn_jax.rd.reference import list_references, load_curve, load_reference
 from msinn_jax.rd.results import RDCurve
+from msinn_jax.tools.common import finite_float, positive_float
 
 _LABELS = {"psnr": ("PSNR-RGB", "BD-PSNR"), "ms-ssim": ("MS-SSIM-RGB (dB)", "BD-MS-SSIM")}
 
@@ -36,13 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                  help="results JSON of the anchor, or ref:<dataset>/<name> (e.g. ref:kodak/vtm)")
   p.add_argument("--metric", choices=("psnr", "ms-ssim", "both"), default="psnr",
                  help="quality metric (default: %(default)s); 'both' skips a metric a curve lacks")
-  p.add_argument("--min-quality", type=float, metavar="DB",
+  p.add_argument("--min-quality", type=finite_float, metavar="DB",
                  help="BD-rate: lower end of the quality interval (dB)")
-  p.add_argument("--max-quality", type=float, metavar="DB",
+  p.add_argument("--max-quality", type=finite_float, metavar="DB",
                  help="BD-rate: upper end of the quality interval (dB)")
-  p.add_argument("--min-rate", type=float, metavar="BPP",
+  p.add_argument("--min-rate", type=positive_float, metavar="BPP",
                  help="BD-PSNR: lower end of the rate interval (bpp)")
-  p.add_argument("--max-rate", type=float, metavar="BPP",
+  p.add_argument("--max-rate", type=positive_float, metavar="BPP",
                  help="BD-PSNR: upper end of the rate interval (bpp)")
   p.add_argument("--json", action="store_true", help="print the results as JSON")
   p.add_argument("--list-references", action="store_true",

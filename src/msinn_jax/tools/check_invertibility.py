@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -82,10 +83,24 @@ def run(args: argparse.Namespace) -> int:
       "images": entries,
   }
   if args.json:
-    print(json.dumps(report, indent=2))
+    print(json.dumps(_finite_or_none(report), indent=2))  # NaN is not JSON.
   else:
     _print_report(report)
+  if not math.isfinite(report["max_abs_error"]):
+    print("error: the round trip produced non-finite values", file=sys.stderr)
+    return 1
   return 0
+
+
+def _finite_or_none(value: Any) -> Any:
+  """`value` with every non-finite float (nested in dicts and lists) replaced by None."""
+  if isinstance(value, dict):
+    return {k: _finite_or_none(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return [_finite_or_none(v) for v in value]
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
 
 
 def _entry(path: str, shape: tuple[int, ...], padded: tuple[int, ...],
@@ -118,5 +133,3 @@ def _print_report(report: dict[str, Any]) -> None:
     worst = max(report["images"], key=lambda e: e["round_trip"]["max_abs_error"])
     print(f"\nworst round trip over {len(report['images'])} images: max|err| "
           f"{report['max_abs_error']:.3e} ({worst['path']})")
-  if not math.isfinite(report["max_abs_error"]):
-    print("warning: the round trip produced non-finite values")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import math
 
 import jax
 
@@ -41,3 +42,22 @@ def cached_codec(spec: str | None):
   from msinn_jax.weights import load_model
   loaded = load_model(spec)
   return Codec(loaded.config, loaded.variables), loaded.description
+
+
+def finite_float(text: str) -> float:
+  """argparse type: a finite number (NaN, which every comparison lets through, is not)."""
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+  if not math.isfinite(value):
+    raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+  return value
+
+
+def positive_float(text: str) -> float:
+  """argparse type: a finite number > 0."""
+  value = finite_float(text)
+  if value <= 0:
+    raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+  return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 from msinn_jax import demo
@@ -79,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
     print("reminder: these numbers come from an UNTRAINED model; pass --checkpoint for a "
           "trained one.")
   print(f"done in {time.perf_counter() - start:.0f} s")
+  mismatched = [f"{p.image} at rate {p.rate:g}" for p in points if not p.matches_encoder]
+  if mismatched:
+    print(f"error: the decoder disagreed with the encoder for {', '.join(mismatched)}",
+          file=sys.stderr)
+    return 1
   return 0
 
 

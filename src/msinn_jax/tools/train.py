@@ -21,6 +21,7 @@ import json
 import logging
 
 from msinn_jax.errors import UserError
+from msinn_jax.tools.common import positive_float
 from msinn_jax.train import config as config_lib
 
 
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       metavar="KEY=VALUE",
                       help="override config fields, e.g. train.num_steps=20 "
                       "optim.lr_drops='(0.9, 0.96)' (repeatable)")
-  parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+  parser.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
                       help="stop (and save) before this many seconds have passed; "
                       "the same command resumes")
   parser.add_argument("--print-config", action="store_true",
@@ -73,8 +74,6 @@ def run(args: argparse.Namespace) -> int:
   logger.setLevel(logging.INFO)
   logger.propagate = False
   try:
-    if args.time_limit is not None and args.time_limit <= 0:
-      raise UserError(f"--time-limit must be positive, got {args.time_limit}")
     train_lib.train_and_evaluate(config, args.workdir, time_limit_s=args.time_limit)
   except train_lib.NonFiniteLossError as e:
     raise UserError(str(e)) from None

@@ -252,6 +252,11 @@ def load_params(path: str | os.PathLike[str],
         CONFIG: ocp.args.JsonRestore(),
     })
     restored = manager.restore(step, args=args)
+  except CheckpointError:
+    raise
+  except (OSError, ValueError, KeyError, TypeError) as e:  # A damaged step folder.
+    raise CheckpointError(f"cannot read the checkpoint in {root}: "
+                          f"{e.__class__.__name__}: {e}") from e
   finally:
     manager.close()
   return restored[STATE]["params"], restored[CONFIG]

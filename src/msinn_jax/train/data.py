@@ -44,14 +44,14 @@ import numpy as np
 from PIL import Image
 
 from msinn_jax.errors import UserError
-from msinn_jax.image_io import IMAGE_EXTENSIONS, list_images, to_rgb_uint8
+from msinn_jax.image_io import IMAGE_EXTENSIONS, list_images, read_rgb, to_rgb_uint8
 
 T = TypeVar("T")
 
 
 # Errors PIL raises for files it cannot identify or decode (UnidentifiedImageError is an
 # OSError; some truncated files raise SyntaxError or ValueError from the plugin parsers).
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError)
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 # How many following records a loader tries when a record fails to decode.
 _MAX_DECODE_FALLBACKS = 16
 
@@ -72,9 +72,10 @@ class ImageFolderSource:
 
   Files are recognized by extension (`IMAGE_EXTENSIONS`, case-insensitive) and checked
   at scan time by parsing their header; files PIL cannot identify are skipped with a
-  warning. Damage beyond the header is only found when decoding (see `CropLoader`).
-  Images are converted under `image_io`'s strict policy (what the codec takes), or its
-  lenient one for training.
+  warning. Damage beyond the header is only found when decoding. Strict sources (the
+  default: evaluation) read like the codec (`image_io.read_rgb`: any failure is a
+  `UserError`); lenient ones (training) convert more modes (`image_io.to_rgb_uint8`) and
+  leave decode errors to `CropLoader`, which skips the record.
   """
 
   def __init__(self, root: str | os.PathLike[str], *, lenient: bool = False):
@@ -109,11 +110,10 @@ class ImageFolderSource:
     return len(self.paths)
 
   def __getitem__(self, index: int) -> np.ndarray:
-    with Image.open(self.paths[index]) as image:
-      try:
-        return to_rgb_uint8(image, lenient=self.lenient)
-      except UserError as e:
-        raise UserError(f"{self.paths[index]}: {e}") from None
+    if not self.lenient:
+      return read_rgb(self.paths[index])  # The codec's reading: every failure a UserError.
+    with Image.open(self.paths[index]) as image:  # Decode errors reach CropLoader's fallback.
+      return to_rgb_uint8(image, lenient=True)
 
   def describe(self, index: int) -> str:
     """Names record `index` in messages."""
@@ -152,7 +152,11 @@ class TfdsSource:
       UserError: the dataset is unknown, not prepared in a random-access format, or has no
         suitable image feature.
     """
-    import tensorflow_datasets as tfds  # Optional dependency, only needed here.
+    try:
+      import tensorflow_datasets as tfds  # Optional dependency, only needed here.
+    except ImportError:
+      raise UserError("TFDS datasets need tensorflow-datasets: pip install "
+                      "'msinn-jax[tfds]'") from None
 
     self.name = name
     try:
@@ -182,7 +186,10 @@ class TfdsSource:
     return len(self._source)
 
   def __getitem__(self, index: int) -> np.ndarray:
-    image = np.asarray(self._source[index][self.image_key], dtype=np.uint8)
+    image = np.asarray(self._source[index][self.image_key])
+    if image.dtype != np.uint8:
+      raise UserError(f"{self.describe(index)}: {image.dtype} pixels; the codec takes 8-bit "
+                      f"images (uint8)")
     if image.ndim == 2:
       image = image[..., None]
     if image.shape[-1] == 1:
