@@ -65,11 +65,14 @@ def test_generations_chain_compress_and_decompress(setup):
     reencode(codec, rgb, 1.5, 0)
 
 
-def test_a_decoder_disagreeing_with_the_encoder_stops_the_chain(setup, monkeypatch):
-  _, codec, _, rgb = setup
+def test_a_decoder_disagreeing_with_the_encoder_stops_the_chain(setup, monkeypatch, capsys):
+  ckpt, codec, png, rgb = setup
   break_decoder(codec, monkeypatch)
   with pytest.raises(DecodeMismatchError, match="1 values"):
     reencode(codec, rgb, 1.5, 2)
+  code = main(["reencode", png, "--checkpoint", ckpt, "--quality", "1.5", "-k", "2"])
+  err = capsys.readouterr().err
+  assert code == 1 and err.startswith("msinn reencode: failed:") and err.count("\n") == 1
 
 
 def test_cli_table_json_and_output(setup, tmp_path, capsys):

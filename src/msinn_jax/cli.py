@@ -3,7 +3,8 @@
 Each tool module exposes `register(subparsers)`, which adds its sub-command and sets
 `func` to a callable taking the parsed namespace and returning an exit code. Errors a
 user can cause (bad files, bad arguments) are raised as `msinn_jax.errors.UserError`
-and printed as one line, with exit status 2; nothing else is swallowed.
+and printed as one line, with exit status 2; a decoder that disagrees with its encoder
+(`DecodeMismatchError`) is one line with exit status 1; nothing else is swallowed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from msinn_jax.errors import UserError
+from msinn_jax.errors import DecodeMismatchError, UserError
 
 # Order is the order of `msinn --help`.
 TOOLS = (
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
   except UserError as e:
     print(f"msinn {args.command}: error: {e}", file=sys.stderr)
     return 2
+  except DecodeMismatchError as e:
+    print(f"msinn {args.command}: failed: {e}", file=sys.stderr)
+    return 1
   except KeyboardInterrupt:
     print(f"msinn {args.command}: interrupted", file=sys.stderr)
     return 130

@@ -30,7 +30,7 @@ from flax import traverse_util
 from msinn_jax import coding, gain, schedule
 from msinn_jax.config import ModelConfig
 from msinn_jax.entropy import gaussian_likelihood
-from msinn_jax.errors import BitstreamError, UserError
+from msinn_jax.errors import BitstreamError, DecodeMismatchError, UserError
 from msinn_jax.model import MSINN
 
 MAX_SIDE = 65536
@@ -62,11 +62,6 @@ def crop(x: np.ndarray | jax.Array, pad: tuple[tuple[int, int], tuple[int, int]]
   (top, bottom), (left, right) = pad
   x = np.asarray(x)[0]
   return x[top:x.shape[0] - bottom, left:x.shape[1] - right]
-
-
-class DecodeMismatchError(RuntimeError):
-  """The decoder's image differs from the encoder's reconstruction (a codec bug, or a
-  decoder on another kind of device)."""
 
 
 @dataclasses.dataclass

@@ -1,4 +1,5 @@
-"""Errors a user of the codec can cause, reported as one line by the CLI."""
+"""Errors the CLI reports as one line: those a user can cause (exit 2), and a failed
+decode check (exit 1)."""
 
 
 class UserError(Exception):
@@ -11,3 +12,8 @@ class BitstreamError(UserError, ValueError):
 
 class CheckpointError(UserError, ValueError):
   """A checkpoint that does not match the model: missing, unexpected or misshapen keys."""
+
+
+class DecodeMismatchError(RuntimeError):
+  """The decoder's image differs from the encoder's reconstruction (a codec bug, or a
+  decoder on another kind of device)."""
