@@ -26,7 +26,7 @@
 set -u
 
 if [[ "${1:-}" == "--collect" ]]; then  # Here: unpack what came back into the repo.
-  src=${2:?usage: gpu_session.sh --collect FILES_AT}
+  src=$(cd "${2:?usage: gpu_session.sh --collect FILES_AT}" && pwd) || exit 1
   root=$(cd "$(dirname "$0")/.." && pwd)
   mkdir -p "$root/experiments/results/gpu" "$root/experiments/state"
   tar -xzf "$src/results.tgz" -C "$root/experiments/results/gpu"

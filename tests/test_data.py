@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import sys
 import threading
 import warnings
 
@@ -183,6 +184,21 @@ def test_tfds_source_with_mock_data():
     assert data.TfdsSource("div2k", split="train").image_key == "hr"
     with pytest.raises(UserError, match="image features"):
       data.TfdsSource("div2k", split="train", image_key="label")
+
+
+def test_tfds_records_that_are_not_8_bit_are_refused():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=1):
+    source = data.TfdsSource("clic", split="train")
+  source._source = [{"image": np.full((4, 4, 3), 300, np.uint16)}]  # Would wrap to 44.
+  with pytest.raises(UserError, match=r"clic\[0\]: uint16 pixels"):
+    source[0]
+
+
+def test_tfds_without_the_extra_names_the_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # Makes the import fail.
+  with pytest.raises(UserError, match=r"msinn-jax\[tfds\]"):
+    data.TfdsSource("clic")
 
 
 def test_unknown_tfds_dataset_is_a_user_error():

@@ -31,6 +31,9 @@ from msinn_jax.config import ModelConfig
 from msinn_jax.errors import CheckpointError, UserError
 from msinn_jax.flow.mixing import lu_from_matrix, permutation_indices
 
+# What numpy raises for a damaged or truncated .npz (stored or deflated).
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
 # Official entries that carry no parameters of this model.
 _IGNORED = (
     re.compile(r".*\.actnorm\.inited$"),
@@ -90,6 +93,21 @@ def abstract_params(config: ModelConfig) -> dict[str, Any]:
   model = MSINN(config)
   rngs = {"params": jax.random.key(0), "noise": jax.random.key(0)}
   return jax.eval_shape(lambda: model.init(rngs, jnp.zeros(x.shape, x.dtype), 0))["params"]
+
+
+def check_fit(params: Any, expected: Any, source: str) -> None:
+  """Raises CheckpointError unless `params` has exactly the leaves of `expected` (an
+  abstract tree, e.g. `abstract_params(config)`), with the same shapes and dtypes; the
+  message names the first parameter that differs."""
+  want = traverse_util.flatten_dict(expected)
+  have = traverse_util.flatten_dict(params)
+  describe = lambda leaf: ("missing" if leaf is None  # noqa: E731
+                           else f"{tuple(leaf.shape)} {jnp.dtype(leaf.dtype)}")
+  for name in sorted(set(want) | set(have)):
+    a, b = want.get(name), have.get(name)
+    if describe(a) != describe(b):
+      raise CheckpointError(f"{source} does not fit the model: parameter {'/'.join(name)} "
+                            f"is {describe(b)} where the model needs {describe(a)}")
 
 
 def convert_state_dict(state_dict: Mapping[str, Any], config: ModelConfig) -> dict[str, Any]:
@@ -236,7 +254,7 @@ def load_official(path: str | os.PathLike, config: ModelConfig | None = None,
       with np.load(path, allow_pickle=False) as z:
         sd = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
         cfg_json = str(z["config_json"]) if "config_json" in z.files else None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    except NPZ_ERRORS as e:
       raise CheckpointError(f"cannot read {path} as a .npz checkpoint: {e}") from None
     if config is None and cfg_json is not None:
       try:

@@ -17,7 +17,7 @@ import pathlib
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from msinn_jax.errors import UserError
 
@@ -34,6 +34,11 @@ def list_images(folder: str | os.PathLike) -> list[pathlib.Path]:
   return sorted(p for p in pathlib.Path(folder).rglob("*")
                 if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 ACCEPTED_MODES = ("RGB", "RGBA", "L", "LA", "1", "P", "PA")
+
+# What PIL raises for a file it cannot identify or decode: UnidentifiedImageError is an
+# OSError; some truncated files raise SyntaxError or ValueError from the plugin parsers;
+# an image over PIL's pixel limit raises DecompressionBombError.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def to_rgb_uint8(image: Image.Image, *, lenient: bool = False) -> np.ndarray:
@@ -69,8 +74,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
       return to_rgb_uint8(img)
   except UserError as e:
     raise UserError(f"{path}: {e}") from None
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-          Image.DecompressionBombError) as e:
+  except DECODE_ERRORS as e:
     raise UserError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
 
 

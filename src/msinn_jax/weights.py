@@ -19,14 +19,13 @@ import functools
 import json
 import os
 import pathlib
-import zipfile
-import zlib
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
 from msinn_jax.config import ModelConfig
+from msinn_jax.convert import NPZ_ERRORS, abstract_params, check_fit, load_official
 from msinn_jax.errors import CheckpointError
 
 DEFAULT_WEIGHTS = pathlib.Path(__file__).with_name("data") / "default_model.npz"
@@ -53,7 +52,6 @@ def untrained_params(config: ModelConfig, seed: int = 0) -> dict[str, Any]:
   """
   from flax import traverse_util
 
-  from msinn_jax.convert import abstract_params
   rng = np.random.default_rng(seed)
   out = {}
   for path, leaf in sorted(traverse_util.flatten_dict(abstract_params(config)).items()):
@@ -104,32 +102,16 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
   try:
     with np.load(path, allow_pickle=False) as z:
       return json.loads(str(z["card_json"])) if "card_json" in z.files else {}
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+  except NPZ_ERRORS:
     return {}
 
 
 @functools.lru_cache(maxsize=4)
 def shipped_model(path: str) -> LoadedModel:
   """The default model shipped in the package (`DEFAULT_WEIGHTS`)."""
-  from msinn_jax.convert import load_official
   config, variables = load_official(path)
   return LoadedModel(config, variables,
                      f"default model ({describe_card(read_card(path))})")
-
-
-def _check_shapes(params: Any, config: ModelConfig, path: str) -> None:
-  """Raises CheckpointError unless `params` has exactly the parameters of `config`."""
-  from flax import traverse_util
-  from msinn_jax.convert import abstract_params
-  want = traverse_util.flatten_dict(abstract_params(config))
-  have = traverse_util.flatten_dict(params)
-  for name in sorted(set(want) | set(have)):
-    a, b = want.get(name), have.get(name)
-    if a is None or b is None or tuple(a.shape) != tuple(b.shape):
-      raise CheckpointError(
-          f"{path}: parameter {'/'.join(name)} is "
-          f"{'missing' if b is None else tuple(b.shape)}, but the saved model config "
-          f"{'has no such parameter' if a is None else f'needs {tuple(a.shape)}'}")
 
 
 def load_model(spec: str | os.PathLike | None) -> LoadedModel:
@@ -149,10 +131,9 @@ def load_model(spec: str | os.PathLike | None) -> LoadedModel:
       config = ModelConfig.from_dict(dict(model_cfg))
     except (TypeError, ValueError) as e:
       raise CheckpointError(f"{path}: checkpoint has no usable model config ({e})") from None
-    _check_shapes(params, config, path)
+    check_fit(params, abstract_params(config), f"checkpoint {path} (with its saved config)")
     return LoadedModel(config, {"params": params}, f"checkpoint {path}")
   if path.endswith((".pth", ".pth.tar", ".tar", ".pt", ".npz")):
-    from msinn_jax.convert import load_official
     config, variables = load_official(path)
     card = read_card(path) if path.endswith(".npz") else {}
     if card:  # Written by `msinn_jax.train.portable`.

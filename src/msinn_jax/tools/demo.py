@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 from msinn_jax import demo
-from msinn_jax.errors import UserError
+from msinn_jax.errors import DecodeMismatchError, UserError
 from msinn_jax.image_io import write_png
 from msinn_jax.invertibility import InvertibilityChecker, codec_input
 from msinn_jax.rd.plot import plot_rd
@@ -81,10 +80,9 @@ def run(args: argparse.Namespace) -> int:
           "trained one.")
   print(f"done in {time.perf_counter() - start:.0f} s")
   mismatched = [f"{p.image} at rate {p.rate:g}" for p in points if not p.matches_encoder]
-  if mismatched:
-    print(f"error: the decoder disagreed with the encoder for {', '.join(mismatched)}",
-          file=sys.stderr)
-    return 1
+  if mismatched:  # After the table and files, so that what went wrong can be seen.
+    raise DecodeMismatchError(
+        f"the decoder disagreed with the encoder for {', '.join(mismatched)}")
   return 0
 
 

@@ -44,14 +44,12 @@ import numpy as np
 from PIL import Image
 
 from msinn_jax.errors import UserError
-from msinn_jax.image_io import IMAGE_EXTENSIONS, list_images, read_rgb, to_rgb_uint8
+from msinn_jax.image_io import (DECODE_ERRORS, IMAGE_EXTENSIONS, list_images, read_rgb,
+                                to_rgb_uint8)
 
 T = TypeVar("T")
 
 
-# Errors PIL raises for files it cannot identify or decode (UnidentifiedImageError is an
-# OSError; some truncated files raise SyntaxError or ValueError from the plugin parsers).
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 # How many following records a loader tries when a record fails to decode.
 _MAX_DECODE_FALLBACKS = 16
 
@@ -96,7 +94,7 @@ class ImageFolderSource:
       try:
         with Image.open(path):  # Parses the header; decodes nothing.
           pass
-      except _DECODE_ERRORS as e:
+      except DECODE_ERRORS as e:
         warnings.warn(f"skipping unreadable image {str(path)!r}: {e}", stacklevel=2)
         continue
       paths.append(path)
@@ -324,7 +322,7 @@ class CropLoader:
       try:
         image = self.source[index]
         break
-      except _DECODE_ERRORS as e:
+      except DECODE_ERRORS as e:
         name = getattr(self.source, "describe", str)(index)
         warnings.warn(f"cannot decode {name}: {e}; using the next record", stacklevel=2)
     else:

@@ -42,6 +42,7 @@ import optax
 from flax import traverse_util
 from jax.sharding import Mesh
 
+from msinn_jax import convert
 from msinn_jax.errors import CheckpointError
 from msinn_jax.model import MSINN
 from msinn_jax.train import checkpoint as checkpoint_lib
@@ -189,12 +190,8 @@ def fine_tune_params(path: str, config: ExperimentConfig, abstract: TrainState,
   saved_anchors = saved.get("model", {}).get("anchor_num")
   params = jax.jit(lambda p: widen_anchors(p, config.model.anchor_num),
                    out_shardings=replicated)(params)
-  want = jax.tree.map(lambda s: (s.shape, s.dtype), abstract.params)
-  have = jax.tree.map(lambda a: (a.shape, a.dtype), params)
-  if want != have:
-    raise CheckpointError(f"checkpoint {path} (anchor_num={saved_anchors}) does not fit "
-                          f"the model being trained: {saved.get('model')} vs "
-                          f"{to_dict(config)['model']}")
+  convert.check_fit(params, abstract.params,
+                    f"checkpoint {path} (anchor_num={saved_anchors})")
   log.info("fine-tuning from %s: anchors %s -> %d", path, saved_anchors,
                config.model.anchor_num)
   return params
