@@ -141,3 +141,12 @@ def test_bd_rate_interval_flags_are_checked(capsys, flag, value, message):
   with pytest.raises(SystemExit) as exit_info:
     cli.main(["bd-rate", "ref:kodak/jpeg2000-openjpeg", "--anchor", "ref:kodak/vtm", flag, value])
   assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_json_text_writes_non_finite_floats_as_null():
+  from msinn_jax.tools.common import json_text  # pylint: disable=import-outside-toplevel
+  text = json_text({"psnr": float("inf"), "errors": [float("nan"), 1.5],
+                    "pair": (-float("inf"), 2), "name": "x"})
+  assert text.endswith("\n") and "Infinity" not in text and "NaN" not in text
+  assert json.loads(text) == {"psnr": None, "errors": [None, 1.5], "pair": [None, 2],
+                              "name": "x"}

@@ -78,10 +78,33 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     raise UserError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
 
 
-def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
-  """Writes [H, W, 3] uint8 as PNG, atomically (a partial file never replaces a good one)."""
+# The formats a decoded image is written in, by extension: lossless ones only, so that
+# the file holds exactly what the decoder produced.
+OUTPUT_FORMATS = {".png": "PNG", ".ppm": "PPM", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def output_format(path: str | os.PathLike) -> str:
+  """The PIL format `write_image` uses for `path`, from its extension.
+
+  Called before any work whose result would go to `path`, so that a name the tools
+  cannot write is refused at once.
+
+  Raises:
+    UserError: an extension that is not a lossless format (a .jpg would code the decoded
+      image a second time, lossily).
+  """
+  suffix = pathlib.Path(path).suffix.lower()
+  if suffix not in OUTPUT_FORMATS:
+    raise UserError(f"cannot write {os.fspath(path)}: decoded images are written losslessly "
+                    f"as {', '.join(OUTPUT_FORMATS)}; give one of these extensions")
+  return OUTPUT_FORMATS[suffix]
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
+  """Writes [H, W, 3] uint8 in the lossless format named by the extension (`output_format`),
+  atomically (a partial file never replaces a good one)."""
   buf = io.BytesIO()
-  Image.fromarray(np.asarray(rgb, np.uint8), "RGB").save(buf, format="PNG")
+  Image.fromarray(np.asarray(rgb, np.uint8), "RGB").save(buf, format=output_format(path))
   write_bytes(path, buf.getvalue())
 
 

@@ -10,7 +10,6 @@ generation after generation as it does for lossy transforms that are not inverti
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
@@ -46,9 +45,7 @@ class Generation:
   decode_seconds: float
 
   def to_dict(self) -> dict[str, Any]:
-    """A JSON-ready dict (an infinite PSNR becomes None)."""
-    return {k: (None if isinstance(v, float) and math.isinf(v) else v)
-            for k, v in dataclasses.asdict(self).items()}
+    return dataclasses.asdict(self)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

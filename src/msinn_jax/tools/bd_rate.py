@@ -14,14 +14,13 @@ positive = better) over the shared rate interval, optionally clipped by
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from msinn_jax.errors import UserError
 from msinn_jax.rd import bd
 from msinn_jax.rd.reference import list_references, load_curve, load_reference
 from msinn_jax.rd.results import RDCurve
-from msinn_jax.tools.common import finite_float, positive_float
+from msinn_jax.tools.common import finite_float, json_text, positive_float
 
 _LABELS = {"psnr": ("PSNR-RGB", "BD-PSNR"), "ms-ssim": ("MS-SSIM-RGB (dB)", "BD-MS-SSIM")}
 
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     raise UserError("no quality metric is present in both curves")
 
   if args.json:
-    print(json.dumps(report, indent=2))
+    print(json_text(report), end="")
   else:
     _print_report(report)
   return 0

@@ -14,7 +14,7 @@ import time
 
 from msinn_jax import demo
 from msinn_jax.errors import DecodeMismatchError, UserError
-from msinn_jax.image_io import write_png
+from msinn_jax.image_io import write_image
 from msinn_jax.invertibility import InvertibilityChecker, codec_input
 from msinn_jax.rd.plot import plot_rd
 from msinn_jax.tools.common import add_model_args, cached_codec, device_scope
@@ -112,7 +112,7 @@ def _write_outputs(out: str, images: list[demo.SampleImage], points: list[demo.D
   written = []
 
   def save_png(name, pixels):
-    write_png(os.path.join(out, name), pixels)
+    write_image(os.path.join(out, name), pixels)
     written.append(name)
 
   title = "msinn demo" + (" - UNTRAINED model (random weights)" if untrained else "")

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import pathlib
 
 from msinn_jax import eval_lib
 from msinn_jax.errors import UserError
 from msinn_jax.image_io import write_bytes
-from msinn_jax.tools.common import add_model_args, cached_codec, device_scope
+from msinn_jax.tools.common import add_model_args, cached_codec, device_scope, json_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
   results["settings"]["dataset"] = args.dataset
   print(eval_lib.format_table(results))
   if output is not None:
-    write_bytes(output, (json.dumps(results, indent=2) + "\n").encode())
+    write_bytes(output, json_text(results).encode())
     print(f"wrote {output}")
   return 0

@@ -9,12 +9,11 @@ should be stable: the PSNR levels off after the first generation.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
-from msinn_jax.image_io import read_rgb, write_png
+from msinn_jax.image_io import output_format, read_rgb, write_image
 from msinn_jax.reencode import reencode
-from msinn_jax.tools.common import add_model_args, cached_codec, device_scope
+from msinn_jax.tools.common import add_model_args, cached_codec, device_scope, json_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("-k", "--generations", type=int, default=10,
                  help="number of generations (default: %(default)s)")
   p.add_argument("-o", "--output", default=None,
-                 help="optional PNG for the last generation's decoded image")
+                 help="optional image file (.png, .ppm, .bmp, .tif) for the last generation's "
+                      "decoded image")
   p.add_argument("--json", action="store_true", help="print the results as JSON")
   add_model_args(p)
   p.set_defaults(func=run)
@@ -36,18 +36,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
   """Runs the generations and prints the table (or JSON); returns the exit code."""
+  if args.output:
+    output_format(args.output)  # Refuse a name we cannot write before the generations.
   image = read_rgb(args.input)
   with device_scope(args.device):
     codec, description = cached_codec(args.checkpoint)
     generations, last = reencode(codec, image, args.quality, args.generations)
   if args.output:
-    write_png(args.output, last)
+    write_image(args.output, last)
   h, w, _ = image.shape
   if args.json:
-    print(json.dumps({
+    print(json_text({
         "image": args.input, "height": h, "width": w, "rate": args.quality,
         "model": description, "generations": [g.to_dict() for g in generations],
-    }, indent=2))
+    }), end="")
     return 0
   print(f"{os.path.basename(args.input)}: {w}x{h}, rate {args.quality:g}, "
         f"{len(generations)} generations [{description}]")
