@@ -15,7 +15,6 @@ reference curves) into --out-dir (default `experiments/results/`). The JSON's
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 import time
@@ -26,7 +25,7 @@ from msinn_jax import eval_lib
 from msinn_jax.rd import RDCurve, bd, load_curve
 from msinn_jax.rd.results import RDError
 from msinn_jax.rd.plot import plot_rd
-from msinn_jax.tools.common import cached_codec, device_scope
+from msinn_jax.tools.common import cached_codec, device_scope, json_text
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_KODAK = REPO.parent / "shared" / "datasets" / "kodak"
@@ -103,14 +102,13 @@ def main(argv: list[str] | None = None) -> int:
   out_dir = pathlib.Path(args.out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   json_path, png_path = out_dir / f"kodak_{name}.json", out_dir / f"kodak_{name}.png"
-  json_path.write_text(json.dumps(results, indent=2) + "\n")
+  json_path.write_text(json_text(results))
   curve = RDCurve.from_json(results)
   plot_rd([curve] + [load_curve(ref) for ref in REFERENCES], png_path,
           title=f"Kodak ({count} images): {name}")
   table = bd_table(curve)
   bd_path = out_dir / f"kodak_{name}_bdrate.json"
-  bd_path.write_text(json.dumps({"test": name, "metric": "psnr-rgb", "bd_rate_percent": table},
-                                indent=2) + "\n")
+  bd_path.write_text(json_text({"test": name, "metric": "psnr-rgb", "bd_rate_percent": table}))
 
   print(eval_lib.format_table(results))
   print("BD-rate (PSNR-RGB; negative = fewer bits than the reference):")
