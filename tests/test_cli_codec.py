@@ -57,8 +57,8 @@ def test_decompress_writes_the_lossless_format_its_extension_names(ckpt, png, tm
                                                                     capsys):
   path, codec = ckpt
   _, rgb = png
-  (tmp_path / "a.msinn").write_bytes(codec.compress(rgb, 1).data)
-  expected = codec.compress(rgb, 1).reconstruction
+  encoded = codec.compress(rgb, 1)
+  (tmp_path / "a.msinn").write_bytes(encoded.data)
   for suffix, pil_format in ((".ppm", "PPM"), (".TIF", "TIFF"), (".png", "PNG")):
     out = tmp_path / f"b{suffix}"
     code, _, err = _run(capsys, "decompress", str(tmp_path / "a.msinn"), "-o", str(out),
@@ -66,12 +66,13 @@ def test_decompress_writes_the_lossless_format_its_extension_names(ckpt, png, tm
     assert code == 0, err
     with Image.open(out) as img:
       assert img.format == pil_format
-      np.testing.assert_array_equal(np.asarray(img), expected)
+      np.testing.assert_array_equal(np.asarray(img), encoded.reconstruction)
   # A lossy format would code the decoded image again: refused before decoding.
   _assert_one_line_error(*_run(capsys, "decompress", str(tmp_path / "a.msinn"), "-o",
                                str(tmp_path / "b.jpg"), "--checkpoint", path)[::2],
                          "written losslessly")
   assert not (tmp_path / "b.jpg").exists()
+
 
 def _assert_one_line_error(code, err, pattern):
   assert code == 2

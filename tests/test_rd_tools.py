@@ -10,6 +10,7 @@ import pytest
 from msinn_jax import cli
 from msinn_jax.rd.plot import plot_rd
 from msinn_jax.rd.results import RDCurve, RDError
+from msinn_jax.tools.common import json_text
 
 _BPP = [0.1, 0.2, 0.4, 0.8, 1.6]
 _PSNR = [28., 31., 34., 37., 40.]
@@ -144,7 +145,6 @@ def test_bd_rate_interval_flags_are_checked(capsys, flag, value, message):
 
 
 def test_json_text_writes_non_finite_floats_as_null():
-  from msinn_jax.tools.common import json_text  # pylint: disable=import-outside-toplevel
   text = json_text({"psnr": float("inf"), "errors": [float("nan"), 1.5],
                     "pair": (-float("inf"), 2), "name": "x"})
   assert text.endswith("\n") and "Infinity" not in text and "NaN" not in text

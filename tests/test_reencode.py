@@ -102,3 +102,8 @@ def test_cli_table_json_and_output(setup, tmp_path, capsys):
   code = main(["reencode", png, "--checkpoint", ckpt, "-q", "2", "-k", "0"])
   _, err = capsys.readouterr()
   assert code == 2 and "at least one generation" in err
+
+  out_jpg = tmp_path / "last.jpg"  # Lossy: refused before any generation runs.
+  code = main(["reencode", png, "--checkpoint", ckpt, "-q", "2", "-k", "1", "-o", str(out_jpg)])
+  _, err = capsys.readouterr()
+  assert code == 2 and "written losslessly" in err and not out_jpg.exists()
