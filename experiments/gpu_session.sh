@@ -3,7 +3,7 @@
 # model with the time that is left, then the trained weights' invertibility.
 #
 # Prepare here (once per machine; all three folders are git-ignored):
-#   python experiments/make_train_pack.py               # .pack/train/ (19 MiB)
+#   python experiments/make_train_pack.py               # .pack/train/ (19.4 MiB)
 #   cp ../shared/datasets/kodak/kodim01.png .pack/      # the codec benchmark's image
 #   mkdir -p .whl && pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --implementation cp --platform manylinux2014_x86_64 -d .whl constriction==0.5.0
@@ -15,7 +15,7 @@
 #   bash experiments/gpu_session.sh --collect FILES_AT
 #
 # The working tree that travels is capped at 64 MiB: today the tracked files (43 MB, of
-# which the shipped weights and the optimizer state are 35 MB), .pack (21 MB), .official
+# which the shipped weights and the optimizer state are 35 MB), .pack (20 MB), .official
 # (1.3 MB) and .whl (0.4 MB) make 63 MiB. If it grows, rebuild the pack smaller
 # (make_train_pack.py --max-pixels 200000) or leave .official behind (MODE=train).
 #
