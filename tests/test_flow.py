@@ -55,8 +55,9 @@ def test_round_trip_and_logdet_signs(bijector):
     y, ld_fwd = jax.jit(module.apply)(variables, x)
     x_back, ld_inv = jax.jit(functools.partial(module.apply, inverse=True))(variables, y)
   assert y.shape == x.shape and ld_fwd.shape == (x.shape[0],)
-  # float32 round trip of a well-conditioned map.
-  np.testing.assert_allclose(x_back, x, atol=2e-6)
+  # float32 round trip of a well-conditioned map: a whole stage gives up to 2.2e-6 on an
+  # AVX2 CPU (less with AVX-512, whose convolutions sum in another order).
+  np.testing.assert_allclose(x_back, x, atol=5e-6)
   np.testing.assert_allclose(ld_inv, -ld_fwd, rtol=1e-6, atol=1e-5)
 
 

@@ -39,8 +39,9 @@ SCALES_MIN = 0.11
 SCALES_MAX = 256
 SCALES_LEVELS = 64
 
-# Bumped whenever the table construction below changes meaning; hashed into the fingerprint.
-_TABLES_VERSION = b"msinn-indexed-gaussian-tables/v1"
+# Bumped whenever the table construction or what the fingerprint covers changes; hashed
+# into the fingerprint. v2: the float32 scale table is hashed instead of the float64 one.
+_TABLES_VERSION = b"msinn-indexed-gaussian-tables/v2"
 
 
 def scale_table(
@@ -135,10 +136,17 @@ class IndexedTables:
     return self.freqs[k, :2 * int(self.support[k]) + 2]
 
   def fingerprint(self) -> bytes:
-    """8 bytes identifying these tables (SHA-256 over parameters and integer tables)."""
+    """8 bytes identifying these tables (SHA-256 over parameters and integer tables).
+
+    It covers what coding depends on: the float32 scale table (the index thresholds
+    `scales_to_indexes` compares against) and the integer tables. Not the float64 scale
+    table: `np.exp` differs in the last bit between CPUs (numpy's AVX-512 and AVX2 paths
+    give one of the default 64 scales 1 ulp apart), which would make the same model look
+    like another one on another machine and refuse its streams.
+    """
     h = hashlib.sha256(_TABLES_VERSION)
     h.update(struct.pack(">Id", self.precision, self.tail_mass))
-    h.update(self.scale_table.astype(">f8").tobytes())
+    h.update(self.scale_table.astype(">f4").tobytes())
     h.update(self.support.astype(">i4").tobytes())
     h.update(self.freqs.astype(">u4").tobytes())
     return h.digest()[:8]
@@ -148,9 +156,11 @@ def build_tables(
     table: np.ndarray, tail_mass: float = 1e-9, precision: int = 16) -> IndexedTables:
   """Builds the integer tables of the indexed Gaussian model.
 
-  Deterministic: the pmf is computed in float64 with `scipy.special.ndtr` and quantised
-  with integer arithmetic plus a stable sort, so the same inputs (and library versions)
-  give the same tables; `IndexedTables.fingerprint` exposes any difference.
+  Deterministic: the pmf is computed in float64 with `scipy.special.ndtr`, normalised
+  with an exactly rounded sum (`math.fsum`) and quantised with integer arithmetic plus a
+  stable sort, so the same inputs (and library versions) give the same tables, and inputs
+  1 ulp apart (the same scale table from another CPU's `exp`) give the same integers;
+  `IndexedTables.fingerprint` exposes any difference.
 
   Args:
     table: [L] float scale table, positive and strictly increasing.
@@ -204,7 +214,7 @@ def _quantised_row(scale: float, c: int, total: int) -> np.ndarray:
   p = np.concatenate([half, [escape]])
   mult = np.ones(c + 2, dtype=np.int64)
   mult[1:c + 1] = 2
-  p = p / np.dot(mult, p)
+  p = p / math.fsum(mult * p)
 
   units = total - (2 * c + 2)
   target = p * units
