@@ -1,7 +1,9 @@
+import atexit
 import os
-import sys
-
 import pathlib
+import shutil
+import sys
+import tempfile
 
 import jax
 import pytest
@@ -12,15 +14,25 @@ sys.path.insert(0, os.path.dirname(__file__))
 # (threefry) triples the XLA compile time of `Module.init` on CPU.
 jax.config.update("jax_default_prng_impl", "unsafe_rbg")
 
+# One persistent compilation cache for the session, shared by this process and the
+# training subprocesses. The tests build many models and codecs of the same few small
+# configurations, and every new `jax.jit` wrapper of an identical program would compile it
+# again (seconds to minutes each on a slow 2-core CPU); with the cache, it compiles once.
+# Fresh for each session and removed at exit, so no run sees another's programs.
+JAX_CACHE = tempfile.mkdtemp(prefix="msinn-tests-jax-cache-")
+atexit.register(shutil.rmtree, JAX_CACHE, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", JAX_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
-# Training runs shared by tests/test_train.py and tests/test_train_parallel.py: one JAX
-# compilation cache, one folder of images and one reference run per session.
+
+# Training runs shared by tests/test_train.py and tests/test_train_parallel.py: the
+# compilation cache above, one folder of images and one reference run per session.
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> pathlib.Path:
-  import train_runs
-  return train_runs.session_dir(tmp_path_factory, "jax_cache")
+def cache_dir() -> pathlib.Path:
+  return pathlib.Path(JAX_CACHE)
 
 
 @pytest.fixture(scope="session")
