@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ import time
 import jax
 import numpy as np
 
+from host import cpu_description
 from msinn_jax.codec import Codec
 from msinn_jax.config import PAPER
 from msinn_jax.image_io import read_rgb
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
   h, w, _ = img.shape
   result = {
       "device": f"{device.platform}: {device.device_kind}",
-      "host": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+      "host": cpu_description(),
       "model": loaded.description,
       "config": loaded.config.to_dict(),
       "image": f"{os.path.basename(args.image)} {w}x{h}",

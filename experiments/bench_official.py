@@ -52,6 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from host import cpu_description
 from official_env import import_compressai, install_official_deps, load_official
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
   result = {
       "what": "official PyTorch MSINN (hytu99/MSINN-VRLIC) training and codec speed",
       "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-                f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                f"cpu: {cpu_description()}",
       "official_commit": (official / "COMMIT").read_text().strip(),
       "python": platform.python_version(), "torch": torch.__version__,
       "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import pathlib
-import platform
 import resource
 import shlex
 import statistics
@@ -28,6 +26,7 @@ import time
 import jax
 import numpy as np
 
+from host import cpu_description
 from msinn_jax.train import config as config_lib
 from msinn_jax.train import mesh as mesh_lib
 from msinn_jax.train import train_lib
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
   result = {
       "device": f"{device.platform}: {device.device_kind}",
       "num_devices": len(devices),
-      "host": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+      "host": cpu_description(),
       "config": str(_config_path(args.config).relative_to(ROOT))
                 if _config_path(args.config).is_relative_to(ROOT) else args.config,
       "overrides": args.overrides,

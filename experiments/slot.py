@@ -27,10 +27,11 @@ import json
 import logging
 import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
+
+from host import cpu_description
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "src" / "msinn_jax" / "data" / "default_model.npz"
@@ -47,7 +48,7 @@ def _device() -> str:
   devices = jax.devices()
   kind = devices[0].device_kind
   if devices[0].platform == "cpu":
-    kind = f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+    kind = f"CPU ({cpu_description()})"
   return f"{len(devices)} x {kind}" if len(devices) > 1 else kind
 
 
