@@ -16,12 +16,15 @@ parameters mostly move by < 1e-5 after 12 steps, but not all of them: a gradient
 component that sits near zero (a ReLU unit at its kink, a cancellation over the batch)
 takes its sign from the rounding, and Adam turns each flip into a step of about the
 learning rate (1e-3). In the post-filter U-Net this is common (measured up to 3e-3 after
-12 steps); in the flow it hits a few elements, and which ones depends on the images (on
-the smooth generated images used when ../shared is absent, 3 of 2304 elements of one
-conditioner kernel moved by 9e-5). So each parameter is held to two bounds: every element
-within 12 steps of the learning rate, and, outside the post-filter, no more than 1% of its
-elements (or 2, in a small tensor) farther than 2e-5. A missing all-reduce or a wrong batch slice moves most elements of
-every tensor by ~lr and fails the second bound; the loss trajectory catches it earlier.
+12 steps); elsewhere how many elements it hits depends on the images and on the CPU's
+kernels. On the smooth generated images used when ../shared is absent, an AVX-512 machine
+moved 3 of 2304 elements of one conditioner kernel by 9e-5; an AVX2-only machine moved 75
+of 3456 (2.2%) of one conditioner kernel and 66 of 3456 of an LRP kernel farther than
+2e-5. So each parameter is held to two bounds: every element within 12 steps of the
+learning rate, and, outside the post-filter, no more than 10% of its elements (or 2, in a
+small tensor) farther than 2e-5. A missing all-reduce or a wrong batch slice moves most
+elements of every tensor by ~lr and fails the second bound; the loss trajectory catches it
+earlier.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def _assert_same_training(workdir: pathlib.Path, reference: pathlib.Path) -> Non
     assert diff.max() <= _ADAM_BOUND, f"{name}: moved {diff.max():.3g}"
     if path[0] != "post_net":
       far = int(np.sum(diff > 2e-5))
-      assert far <= max(2, diff.size // 100), f"{name}: {far} of {diff.size} elements moved > 2e-5"
+      assert far <= max(2, diff.size // 10), f"{name}: {far} of {diff.size} elements moved > 2e-5"
 
 @pytest.mark.slow
 def test_eight_devices_match_one_device(tmp_path, reference, image_folder, cache_dir):
