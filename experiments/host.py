@@ -1,7 +1,7 @@
 """One line naming the host's CPU, for the records that benchmarks and training slots write.
 
 The vector instruction set is part of it because XLA's CPU kernels depend on it: the same
-test suite took 16 minutes on one 2-core machine with AVX-512 and 35 on another with only
+test suite took 16 minutes on one 2-core machine with AVX-512 and 35-37 on another with only
 AVX2, and the smoke training step 6.8 s against 40 s (`experiments/results/`).
 """
 
