@@ -50,16 +50,41 @@ def _assert_same_training(workdir: pathlib.Path, reference: pathlib.Path) -> Non
   for key in ("loss", "grad_norm", "bpp", "psnr"):
     np.testing.assert_allclose([r[key] for r in actual], [r[key] for r in expected],
                                rtol=1e-5, err_msg=key)
+  assert _parameter_mismatches(workdir, reference) == []
+
+
+def _parameter_mismatches(workdir: pathlib.Path, reference: pathlib.Path) -> list[str]:
+  """The parameters that break the two bounds above, each with how."""
   params = traverse_util.flatten_dict(checkpoint.load_params(workdir / "checkpoints")[0])
   want = traverse_util.flatten_dict(checkpoint.load_params(reference / "checkpoints")[0])
   assert params.keys() == want.keys()
+  out = []
   for path, value in params.items():
     name = "/".join(path)
     diff = np.abs(np.asarray(value, np.float64) - np.asarray(want[path], np.float64))
-    assert diff.max() <= _ADAM_BOUND, f"{name}: moved {diff.max():.3g}"
-    if path[0] != "post_net":
-      far = int(np.sum(diff > 2e-5))
-      assert far <= max(2, diff.size // 10), f"{name}: {far} of {diff.size} elements moved > 2e-5"
+    if diff.max() > _ADAM_BOUND:
+      out.append(f"{name}: moved {diff.max():.3g}")
+    far = int(np.sum(diff > 2e-5))
+    if path[0] != "post_net" and far > max(2, diff.size // 10):
+      out.append(f"{name}: {far} of {diff.size} elements moved > 2e-5")
+  return out
+
+
+@pytest.mark.slow
+def test_parameter_bounds_catch_a_run_on_other_batches(tmp_path, reference, image_folder,
+                                                       cache_dir):
+  """The bounds can fail: one device, same program, but another data seed (what a wrong
+  batch slice does) breaks the 10% bound in most tensors outside the post-filter (all 208
+  of 208 on the generated images, AVX2 CPU)."""
+  workdir = tmp_path / "other_batches"
+  code, log = train_runs.train(workdir, train_runs.overrides(image_folder, "data.seed=1"),
+                               cache_dir)
+  assert code == 0, log[-3000:]
+  params = checkpoint.load_params(reference / "checkpoints")[0]
+  checked = [p for p in traverse_util.flatten_dict(params) if p[0] != "post_net"]
+  broken = [m for m in _parameter_mismatches(workdir, reference) if "elements moved" in m]
+  assert len(broken) > len(checked) // 2, broken
+
 
 @pytest.mark.slow
 def test_eight_devices_match_one_device(tmp_path, reference, image_folder, cache_dir):
