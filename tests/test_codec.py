@@ -216,6 +216,28 @@ def test_mutated_payloads_with_valid_checksums_never_crash(codec, stream, data):
   assert out.image.shape == (20, 24, 3)
 
 
+def test_a_decoder_whose_floats_differ_stops_at_the_first_changed_stage(codec, stream,
+                                                                         monkeypatch):
+  """What decoding on another kind of device looks like: the same weights and model id, but
+  the third stage's sigmas land one table entry higher. The decoder must stop there with a
+  clear error, not decode the rest against the wrong distributions."""
+  exact = codec._indexes
+  calls = []
+
+  def drifted(sigma):
+    idx = exact(sigma)
+    calls.append(None)
+    return jnp.minimum(idx + 1, codec.tables.num_levels - 1) if len(calls) == 3 else idx
+
+  monkeypatch.setattr(codec, "_indexes", drifted)
+  k, phase = schedule.steps(codec.config)[2]
+  with pytest.raises(BitstreamError, match=rf"slice {k} \({phase}\).*index checksum"):
+    codec.decompress(stream)
+  assert len(calls) == 3
+  monkeypatch.undo()
+  assert codec.decompress(stream).image.shape == (20, 24, 3)
+
+
 def test_rates_outside_the_anchors_are_user_errors(codec):
   with pytest.raises(UserError, match="outside"):
     codec.compress(_photo(8, 8), 4.5)

@@ -293,8 +293,9 @@ class Codec:
       if coding.index_crc(idx_np) != stage.index_crc:
         raise BitstreamError(
             f"slice {k} ({phase}): the decoder's probability model differs from the "
-            "encoder's (index checksum mismatch); decode on the encoder's kind of device "
-            "(e.g. --device cpu)")
+            "encoder's (index checksum mismatch): decode on the kind of device that "
+            "encoded it (GPU model, or for CPUs the same vector instruction set, e.g. "
+            "AVX-512 or AVX2), with the same JAX version")
       q_np = np.zeros(mu.shape, np.int32)
       t = time.perf_counter()
       q_np[0][sel] = coding.decode(stage.payload, idx_np, self.tables)
