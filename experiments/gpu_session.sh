@@ -91,9 +91,9 @@ fi
 if [[ "$MODE" != bench && $(left) -gt 150 ]]; then
   slot=$(($(left) - 75))  # Keeps time for the invertibility check and the packing.
   # compact.py plans 10 k steps, for CPU slots; a GPU slot does that many in minutes, so it
-  # extends the run to 40 k with a warm restart (2e-4 again until step 32 k).
+  # extends the run to 40 k with a warm restart (compact_gpu.py).
   step $((slot + 30)) python3 experiments/slot.py --budget-s "$slot" --workdir /tmp/slot_run \
-    --out /tmp/slot --set train.num_steps=40000 "optim.lr_drops=(0.8,0.95)"
+    --out /tmp/slot --config experiments/configs/compact_gpu.py
   if [[ -f /tmp/slot/default_model.npz ]]; then
     for p in default highest; do
       step 40 bash -c "python3 -m msinn_jax.cli check-invertibility .pack/kodim01.png \

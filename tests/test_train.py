@@ -59,6 +59,22 @@ def test_config_files_hold_the_paper_setup():
     assert config_lib.from_dict(as_json) == config
 
 
+def test_the_shipped_model_configs_share_a_model_and_differ_in_schedule():
+  """compact.py (CPU slots, 10 k steps) and compact_gpu.py (its 40 k-step continuation):
+  one model and data, so a GPU slot resumes the shipped state; drops where they say."""
+  cpu = config_lib.load_config_file(CONFIGS / "compact.py")
+  gpu = config_lib.load_config_file(CONFIGS / "compact_gpu.py")
+  assert gpu.model == cpu.model and gpu.data == cpu.data
+  assert cpu.model.anchor_num == 8 and cpu.train.gain_init == "lambda"
+
+  def drops(config):
+    schedule = learning_rate_schedule(config.optim, config.train.num_steps)
+    rates = np.array([schedule(i) for i in range(0, config.train.num_steps, 250)])
+    return [250 * i for i in np.flatnonzero(rates[1:] < rates[:-1]) + 1]
+
+  assert drops(cpu) == [7500, 9500] and drops(gpu) == [32_000, 38_000]
+
+
 def test_overrides_are_typed_and_checked():
   base = config_lib.load_config_file(CONFIGS / "smoke.py")
   config = config_lib.apply_overrides(base, [
