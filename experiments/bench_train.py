@@ -76,6 +76,35 @@ def _roofline(compiled, device: jax.Device, step_s: float, num_devices: int,
   return out
 
 
+def compiled_step(config_name: str, overrides: list[str], batch_size: int, crop: int):
+  """The run's compiled step as `msinn train` builds it, a state and a random batch.
+
+  Returns:
+    (config, step, state, batch, rng, init_s, compile_s): `step` compiled for exactly these
+    arguments (call it under the same `jax.default_matmul_precision` as this), `init_s` the
+    state's init including its compile, `compile_s` the step's compile.
+  """
+  config = config_lib.apply_overrides(config_lib.load_config_file(_config_path(config_name)),
+                                      overrides)
+  num_devices = len(jax.devices())
+  config = dataclasses.replace(
+      config, data=dataclasses.replace(config.data, crop_size=crop),
+      train=dataclasses.replace(config.train, per_device_batch_size=batch_size // num_devices))
+  mesh = mesh_lib.make_mesh()
+  trainer = train_lib.build_trainer(config, mesh)
+  batch_np = np.random.default_rng(0).integers(0, 256, (batch_size, crop, crop, 3),
+                                               dtype=np.uint8)
+  batch = mesh_lib.host_to_global(batch_np, mesh)
+  rng = train_lib.replicated_key(0, 1, mesh)
+  t = time.perf_counter()
+  init = trainer.init.lower(train_lib.replicated_key(0, 0, mesh), batch).compile()
+  state = jax.block_until_ready(init(train_lib.replicated_key(0, 0, mesh), batch))
+  init_s = time.perf_counter() - t
+  t = time.perf_counter()
+  step = trainer.step.lower(state, batch, rng).compile()
+  return config, step, state, batch, rng, init_s, time.perf_counter() - t
+
+
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--config", default="default",
@@ -97,27 +126,9 @@ def main(argv: list[str] | None = None) -> int:
   devices = jax.devices()
   if args.batch % len(devices):
     p.error(f"--batch {args.batch} does not split over {len(devices)} devices")
-  config = config_lib.apply_overrides(config_lib.load_config_file(_config_path(args.config)),
-                                      args.overrides)
-  config = dataclasses.replace(
-      config, data=dataclasses.replace(config.data, crop_size=args.crop),
-      train=dataclasses.replace(config.train, per_device_batch_size=args.batch // len(devices)))
-  mesh = mesh_lib.make_mesh()
-  trainer = train_lib.build_trainer(config, mesh)
-  batch_np = np.random.default_rng(0).integers(0, 256, (args.batch, args.crop, args.crop, 3),
-                                               dtype=np.uint8)
-  batch = mesh_lib.host_to_global(batch_np, mesh)
-  rng = train_lib.replicated_key(0, 1, mesh)
-
   with jax.default_matmul_precision(args.precision):  # Traced, hence compiled, in it.
-    t = time.perf_counter()
-    init = trainer.init.lower(train_lib.replicated_key(0, 0, mesh), batch).compile()
-    state = jax.block_until_ready(init(train_lib.replicated_key(0, 0, mesh), batch))
-    init_s = time.perf_counter() - t
-    t = time.perf_counter()
-    step = trainer.step.lower(state, batch, rng).compile()
-    compile_s = time.perf_counter() - t
-
+    config, step, state, batch, rng, init_s, compile_s = compiled_step(
+        args.config, args.overrides, args.batch, args.crop)
     times = []
     for i in range(args.warmup + args.steps):
       t = time.perf_counter()

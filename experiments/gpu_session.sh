@@ -77,6 +77,10 @@ if [[ "$MODE" != train ]]; then
       --out "$R/bench_official_gpu.json"
   fi
   step 150 python3 experiments/bench_train.py --config default --out "$R/bench_train_paper_gpu.json"
+  if [[ $(left) -gt 420 ]]; then  # Where the step's time goes (compiled above: cache hit).
+    step 60 python3 experiments/profile_train.py --config default \
+      --out "$R/profile_train_paper_gpu.json"
+  fi
   weights=(--random paper)
   [[ -f /tmp/official_weights.npz ]] && weights=(--checkpoint /tmp/official_weights.npz)
   step 120 python3 experiments/bench_codec.py "${weights[@]}" --image .pack/kodim01.png \
