@@ -77,12 +77,13 @@ def _roofline(compiled, device: jax.Device, step_s: float, num_devices: int,
 
 
 def compiled_step(config_name: str, overrides: list[str], batch_size: int, crop: int):
-  """The run's compiled step as `msinn train` builds it, a state and a random batch.
+  """The run's compiled step as `msinn train` builds it, a state and its other inputs.
 
   Returns:
-    (config, step, state, batch, rng, init_s, compile_s): `step` compiled for exactly these
-    arguments (call it under the same `jax.default_matmul_precision` as this), `init_s` the
-    state's init including its compile, `compile_s` the step's compile.
+    (config, step, state, inputs, init_s, compile_s): `step(state, *inputs)` compiled for
+    exactly these arguments (call it under the same `jax.default_matmul_precision` as
+    this); `inputs` a random batch, the run's key and the first step's learning rate;
+    `init_s` the state's init including its compile, `compile_s` the step's compile.
   """
   config = config_lib.apply_overrides(config_lib.load_config_file(_config_path(config_name)),
                                       overrides)
@@ -95,14 +96,15 @@ def compiled_step(config_name: str, overrides: list[str], batch_size: int, crop:
   batch_np = np.random.default_rng(0).integers(0, 256, (batch_size, crop, crop, 3),
                                                dtype=np.uint8)
   batch = mesh_lib.host_to_global(batch_np, mesh)
-  rng = train_lib.replicated_key(0, 1, mesh)
+  inputs = (batch, train_lib.replicated_key(0, 1, mesh),
+            train_lib.replicated_scalar(trainer.schedule(0), mesh))
   t = time.perf_counter()
   init = trainer.init.lower(train_lib.replicated_key(0, 0, mesh), batch).compile()
   state = jax.block_until_ready(init(train_lib.replicated_key(0, 0, mesh), batch))
   init_s = time.perf_counter() - t
   t = time.perf_counter()
-  step = trainer.step.lower(state, batch, rng).compile()
-  return config, step, state, batch, rng, init_s, time.perf_counter() - t
+  step = trainer.step.lower(state, *inputs).compile()
+  return config, step, state, inputs, init_s, time.perf_counter() - t
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,12 +129,12 @@ def main(argv: list[str] | None = None) -> int:
   if args.batch % len(devices):
     p.error(f"--batch {args.batch} does not split over {len(devices)} devices")
   with jax.default_matmul_precision(args.precision):  # Traced, hence compiled, in it.
-    config, step, state, batch, rng, init_s, compile_s = compiled_step(
+    config, step, state, inputs, init_s, compile_s = compiled_step(
         args.config, args.overrides, args.batch, args.crop)
     times = []
     for i in range(args.warmup + args.steps):
       t = time.perf_counter()
-      state, metrics = step(state, batch, rng)
+      state, metrics = step(state, *inputs)
       jax.block_until_ready((state, metrics))
       if i >= args.warmup:
         times.append(time.perf_counter() - t)

@@ -165,16 +165,16 @@ def main(argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
 
   with jax.default_matmul_precision(args.precision):
-    config, step, state, batch, rng, _, compile_s = compiled_step(
+    config, step, state, inputs, _, compile_s = compiled_step(
         args.config, args.overrides, args.batch, args.crop)
     for _ in range(args.warmup):
-      state, metrics = jax.block_until_ready(step(state, batch, rng))
+      state, metrics = jax.block_until_ready(step(state, *inputs))
     with tempfile.TemporaryDirectory() as trace_dir:
       wall = []
       with jax.profiler.trace(trace_dir):
         for _ in range(args.steps):
           t = time.perf_counter()
-          state, metrics = jax.block_until_ready(step(state, batch, rng))
+          state, metrics = jax.block_until_ready(step(state, *inputs))
           wall.append(time.perf_counter() - t)
       xplane = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)[0]
       hlo_text = step.as_text()

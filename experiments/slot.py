@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
   from msinn_jax.train import checkpoint as checkpoint_lib
   from msinn_jax.train import config as config_lib
   from msinn_jax.train import portable, train_lib
-  from msinn_jax.train.state import learning_rate_schedule
+  from msinn_jax.train.state import learning_rate_at
   from msinn_jax.weights import read_card
 
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -135,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     slot["start_step"] = start_step
     with checkpoint_lib.Checkpointer(ckpt_dir, async_save=False) as ckpt:
       slot["end_step"] = ckpt.latest_step()
-    schedule = learning_rate_schedule(config.optim, config.train.num_steps)
     # The learning rate of the slot's first and last steps (a drop shows as two values).
-    slot["learning_rate"] = [float(schedule(slot["start_step"])),
-                             float(schedule(max(slot["end_step"] - 1, slot["start_step"])))]
+    slot["learning_rate"] = [
+        float(learning_rate_at(config.optim, config.train.num_steps, step))
+        for step in (slot["start_step"], max(slot["end_step"] - 1, slot["start_step"]))]
     card = {k: v for k, v in card.items() if k not in ("step", "experiment")}
     card["data"] = DATA_NOTE
     card["slots"] = list(card.get("slots", [])) + [slot]

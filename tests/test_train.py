@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -28,8 +29,8 @@ from msinn_jax.train import config as config_lib
 from msinn_jax.train import mesh as mesh_lib
 from msinn_jax.train.metrics_log import read_metrics
 from msinn_jax.gain import lambda_spaced_tables
-from msinn_jax.train.state import (GAIN_TABLES, init_params, learning_rate_schedule,
-                                   widen_anchors)
+from msinn_jax.train.state import (GAIN_TABLES, init_params, learning_rate_at,
+                                   learning_rate_schedule, make_optimizer, widen_anchors)
 
 CONFIGS = train_runs.REPO / "experiments" / "configs"
 
@@ -143,6 +144,64 @@ def test_learning_rate_drops_at_fractions_of_the_run():
   schedule = learning_rate_schedule(paper, 1000)
   lr = [float(schedule(s)) for s in (0, 899, 900, 959, 960, 999)]
   np.testing.assert_allclose(lr, [1e-4, 1e-4, 1e-5, 1e-5, 1e-6, 1e-6], rtol=1e-6)
+
+
+def test_host_learning_rate_is_the_schedule_bit_for_bit():
+  paper = config_lib.load_config_file(CONFIGS / "default.py").optim
+  merged = dataclasses.replace(paper, learning_rate=3e-4, lr_drops=(0.5, 0.5, 0.75))
+  flat = dataclasses.replace(paper, lr_drops=())
+  for optim, num_steps in ((paper, 1000), (merged, 37), (flat, 5)):
+    schedule = learning_rate_schedule(optim, num_steps)
+    for step in range(num_steps + 2):
+      host = learning_rate_at(optim, num_steps, step)
+      assert host.dtype == np.float32
+      assert host.tobytes() == np.float32(schedule(step)).tobytes(), (optim, step)
+
+
+def test_learning_rate_as_an_input_gives_optax_adam_with_its_schedule_exactly():
+  """The step multiplies the unit-step optimizer's update by the rate it is given; that
+  is `optax.adam(schedule)` (same state layout, same parameters, bit for bit)."""
+  import optax
+  optim = dataclasses.replace(config_lib.load_config_file(CONFIGS / "default.py").optim,
+                              learning_rate=3e-3, clip_norm=0.5)
+  num_steps = 10
+  old = optax.chain(optax.clip_by_global_norm(0.5),
+                    optax.adam(learning_rate_schedule(optim, num_steps), eps=1e-8))
+  new = make_optimizer(optim)
+  rng = np.random.default_rng(0)
+  params = {"w": jnp.asarray(rng.normal(size=(7, 5)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=(5,)), jnp.float32)}
+  assert jax.tree.structure(old.init(params)) == jax.tree.structure(new.init(params))
+  p_old, s_old, p_new, s_new = params, old.init(params), params, new.init(params)
+  for step in range(num_steps):
+    grads = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
+    u_old, s_old = old.update(grads, s_old, p_old)
+    p_old = optax.apply_updates(p_old, u_old)
+    u_new, s_new = new.update(grads, s_new, p_new)
+    lr = jnp.asarray(learning_rate_at(optim, num_steps, step))
+    p_new = optax.apply_updates(p_new, jax.tree.map(lambda u: lr * u, u_new))
+  jax.tree.map(np.testing.assert_array_equal, p_new, p_old)
+  jax.tree.map(np.testing.assert_array_equal, s_new, s_old)
+
+
+def test_one_compiled_step_serves_every_schedule(image_folder):
+  """Length, base rate and drops leave the step's program unchanged (a resumed or
+  warm-restarted run reuses the compiled step); what the program computes does not."""
+  def lowered(*sets):
+    config = config_lib.apply_overrides(config_lib.load_config_file(train_runs.SMOKE_CONFIG),
+                                        train_runs.overrides(image_folder, *sets))
+    mesh = mesh_lib.make_mesh()
+    trainer = train_lib.build_trainer(config, mesh)
+    shape = (train_runs.GLOBAL_BATCH, 64, 64, 3)
+    abstract = trainer.abstract_state(shape)
+    batch = jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=mesh_lib.batch_sharding(mesh))
+    rng = jax.eval_shape(lambda: jax.random.key(0))
+    return trainer.step.lower(abstract, batch, rng, jnp.float32(1e-3)).as_text()
+
+  reference = lowered()
+  assert lowered("train.num_steps=40000", "optim.learning_rate=1e30",
+                 "optim.lr_drops=(0.2,0.3)") == reference
+  assert lowered("optim.clip_norm=0.5") != reference
 
 
 def test_lambda_gain_init_starts_each_anchor_at_its_own_rate():

@@ -57,7 +57,7 @@ def _path_key(path: tuple[Any, ...]) -> str:
 def _abstract(config: ExperimentConfig) -> TrainState:
   from msinn_jax.model import MSINN  # pylint: disable=import-outside-toplevel
   mesh = mesh_lib.make_mesh()
-  tx = make_optimizer(config.optim, config.train.num_steps)
+  tx = make_optimizer(config.optim)
   crop = config.data.crop_size
   return step_lib.abstract_state(MSINN(config.model), tx, mesh, (1, crop, crop, 3))
 
@@ -157,7 +157,7 @@ def import_run(weights_path: str | os.PathLike[str], state_path: str | os.PathLi
     opt_state, saved_step = _read_opt_state(state_path, abstract.opt_state)
     restored = opt_state is not None and saved_step == step
   if not restored:
-    tx = make_optimizer(config.optim, config.train.num_steps)
+    tx = make_optimizer(config.optim)
     opt_state = jax.tree_util.tree_map_with_path(
         lambda p, leaf: jnp.full_like(leaf, step) if _path_key(p).endswith("count") else leaf,
         state_from_params(params, tx).opt_state)

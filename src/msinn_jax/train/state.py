@@ -21,6 +21,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from msinn_jax.gain import lambda_spaced_tables
@@ -45,19 +46,50 @@ class TrainState:
   opt_state: Any
 
 
-def learning_rate_schedule(optim: OptimConfig, num_steps: int) -> optax.Schedule:
-  """Piecewise-constant learning rate: `learning_rate`, times `lr_drop_factor` from step
-  `round(f * num_steps)` on for each fraction f of `lr_drops` (steps counted from 0)."""
+def _drops(optim: OptimConfig, num_steps: int) -> dict[int, float]:
+  """Step -> factor of each learning-rate drop (drops on one step multiply)."""
   boundaries: dict[int, float] = {}
   for fraction in optim.lr_drops:
     step = round(fraction * num_steps)
     boundaries[step] = boundaries.get(step, 1.0) * optim.lr_drop_factor
-  return optax.piecewise_constant_schedule(optim.learning_rate, boundaries)
+  return boundaries
 
 
-def make_optimizer(optim: OptimConfig, num_steps: int) -> optax.GradientTransformation:
-  """Global-norm clipping (unless `clip_norm` is 0), then Adam with the schedule."""
-  adam = optax.adam(learning_rate_schedule(optim, num_steps), b1=0.9, b2=0.999, eps=1e-8)
+def learning_rate_schedule(optim: OptimConfig, num_steps: int) -> optax.Schedule:
+  """Piecewise-constant learning rate: `learning_rate`, times `lr_drop_factor` from step
+  `round(f * num_steps)` on for each fraction f of `lr_drops` (steps counted from 0)."""
+  return optax.piecewise_constant_schedule(optim.learning_rate, _drops(optim, num_steps))
+
+
+def learning_rate_at(optim: OptimConfig, num_steps: int, step: int) -> np.float32:
+  """`learning_rate_schedule(optim, num_steps)(step)`, bit for bit, computed on the host.
+
+  This is the value the compiled step is given (see `make_optimizer`); numpy, so that
+  asking for it never waits on the device.
+  """
+  lr = np.float32(optim.learning_rate)
+  for boundary, factor in sorted(_drops(optim, num_steps).items()):
+    if step >= boundary:
+      lr = np.float32(lr * np.float32(factor))
+  return lr
+
+
+def _unit_step_size(count: jax.Array) -> float:
+  del count
+  return 1.0
+
+
+def make_optimizer(optim: OptimConfig) -> optax.GradientTransformation:
+  """Global-norm clipping (unless `clip_norm` is 0), then Adam with a unit step size.
+
+  The learning rate is not in it: the compiled step takes the step's rate as an input
+  and multiplies Adam's update by it (`step.train_step`), so a run resumed with another
+  length, base rate or drops (a warm restart, a fine-tune) runs the same program, with no
+  recompile. The unit step size is a schedule, not a constant, so that the state keeps the
+  step counter that `optax.adam(schedule)` keeps: the same layout as checkpoints and
+  `default_state.npz` written before, and the same update, bit for bit.
+  """
+  adam = optax.adam(_unit_step_size, b1=0.9, b2=0.999, eps=1e-8)
   if optim.clip_norm > 0:
     return optax.chain(optax.clip_by_global_norm(optim.clip_norm), adam)
   return adam

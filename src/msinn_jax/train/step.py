@@ -3,7 +3,8 @@
 `train_step` is a pure function; `compile_train_step` jits it once with the state
 replicated (`P()`), the batch split over the mesh's "data" axis (`P("data")`) and the
 state donated, so the whole step (rate draw, forward, loss, backward, gradient
-all-reduce, clipping, Adam) is one XLA program. The per-step randomness is
+all-reduce, clipping, Adam) is one XLA program. The learning rate is an input, not a
+constant of the program: one compiled step serves every schedule. The per-step randomness is
 `fold_in(rng, state.step)`: a run resumed at step k draws exactly the numbers an
 uninterrupted run draws at step k, on any number of devices.
 """
@@ -25,11 +26,12 @@ from msinn_jax.train import mesh as mesh_lib
 from msinn_jax.train import objective
 from msinn_jax.train.state import TrainState, create_train_state
 
-StepFn = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, Any]]]
+StepFn = Callable[[TrainState, jax.Array, jax.Array, jax.Array],
+                  tuple[TrainState, dict[str, Any]]]
 
 
-def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: MSINN,
-               tx: optax.GradientTransformation,
+def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, learning_rate: jax.Array,
+               *, model: MSINN, tx: optax.GradientTransformation,
                lambdas: Sequence[float]) -> tuple[TrainState, dict[str, Any]]:
   """One Adam step on the variable-rate loss (`objective`).
 
@@ -37,8 +39,9 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: MS
     state: current state.
     batch: [B, H, W, 3] uint8 crops.
     rng: the run's base PRNG key (the same every step).
+    learning_rate: float32 scalar, this step's rate (`state.learning_rate_at`).
     model: the model.
-    tx: the optimizer.
+    tx: the optimizer, with a unit step size (`state.make_optimizer`).
     lambdas: lambda of each anchor (length = the model's anchor_num).
 
   Returns:
@@ -60,13 +63,14 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: MS
 
   (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  updates = jax.tree.map(lambda u: (learning_rate * u).astype(u.dtype), updates)
   params = optax.apply_updates(state.params, updates)
   metrics = {
       "loss": loss,
       "bpp": jnp.mean(terms["bpp"]),
       "mse": jnp.mean(terms["mse"]),
       "psnr": jnp.mean(terms["psnr"]),
-      "grad_norm": optax.global_norm(grads),
+      "grad_norm": optax.tree.norm(grads),
       "per_rate": objective.sums_per_rate(
           {k: terms[k] for k in ("bpp", "psnr", "loss")}, rate_index, num_anchors),
   }
@@ -79,7 +83,8 @@ def compile_train_step(model: MSINN, tx: optax.GradientTransformation,
   replicated = mesh_lib.replicated(mesh)
   step = functools.partial(train_step, model=model, tx=tx, lambdas=tuple(lambdas))
   return jax.jit(step,
-                 in_shardings=(replicated, mesh_lib.batch_sharding(mesh), replicated),
+                 in_shardings=(replicated, mesh_lib.batch_sharding(mesh), replicated,
+                               replicated),
                  out_shardings=(replicated, replicated),
                  donate_argnums=0)
 

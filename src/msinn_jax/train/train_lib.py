@@ -29,6 +29,7 @@ had never stopped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import pathlib
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import traverse_util
@@ -51,7 +53,7 @@ from msinn_jax.train import mesh as mesh_lib
 from msinn_jax.train import step as step_lib
 from msinn_jax.train.config import DataConfig, ExperimentConfig, to_dict
 from msinn_jax.train.metrics_log import MetricWriter, ProgressBar
-from msinn_jax.train.state import (TrainState, learning_rate_schedule, make_optimizer,
+from msinn_jax.train.state import (TrainState, learning_rate_at, make_optimizer,
                                    state_from_params, widen_anchors)
 
 CHECKPOINT_DIR = checkpoint_lib.CHECKPOINT_DIR  # <workdir>/checkpoints
@@ -77,16 +79,17 @@ class Trainer:
 
   Attributes:
     model: the model.
-    tx: the optimizer.
-    schedule: learning rate as a function of the step.
+    tx: the optimizer (unit step size; see `state.make_optimizer`).
+    schedule: step -> its learning rate, a host-side float32 (`state.learning_rate_at`).
     mesh: the device mesh.
     init: `(rng, global_batch) -> TrainState`, replicated.
-    step: `(state, global_batch, rng) -> (state, metrics)`, state donated.
+    step: `(state, global_batch, rng, learning_rate) -> (state, metrics)`, state donated;
+      `learning_rate` a replicated float32 scalar (`replicated_scalar`).
   """
 
   model: MSINN
   tx: optax.GradientTransformation
-  schedule: optax.Schedule
+  schedule: Callable[[int], np.float32]
   mesh: Mesh
   init: Callable[[jax.Array, jax.Array], TrainState]
   step: step_lib.StepFn
@@ -99,15 +102,21 @@ class Trainer:
 def build_trainer(config: ExperimentConfig, mesh: Mesh) -> Trainer:
   """Model, optimizer and the jitted init and step for `mesh`."""
   model = MSINN(config.model)
-  tx = make_optimizer(config.optim, config.train.num_steps)
+  tx = make_optimizer(config.optim)
   return Trainer(
       model=model,
       tx=tx,
-      schedule=learning_rate_schedule(config.optim, config.train.num_steps),
+      schedule=functools.partial(learning_rate_at, config.optim, config.train.num_steps),
       mesh=mesh,
       init=step_lib.compile_init(
           model, tx, mesh, config.lambdas if config.train.gain_init == "lambda" else None),
       step=step_lib.compile_train_step(model, tx, config.lambdas, mesh))
+
+
+def replicated_scalar(value: float, mesh: Mesh) -> jax.Array:
+  """A float32 scalar created replicated on every device of `mesh` (any process count)."""
+  value = np.float32(value)
+  return jax.jit(lambda: jnp.asarray(value), out_shardings=mesh_lib.replicated(mesh))()
 
 
 def replicated_key(seed: int, stream: int, mesh: Mesh) -> jax.Array:
@@ -309,12 +318,16 @@ def train_and_evaluate(config: ExperimentConfig,
     bar = ProgressBar(num_steps, initial=start)
     tick, tick_step = time.time(), start
     clock = _Clock(time_limit_s, started)
+    rates: dict[np.float32, jax.Array] = {}  # A piecewise-constant schedule: a few values.
     try:
       with loader.iterator(start, prefetch=config.data.prefetch,
                            num_workers=config.data.num_workers) as batches:
         for step in range(start, num_steps):
           batch = mesh_lib.host_to_global(next(batches), mesh)
-          state, step_metrics = trainer.step(state, batch, rng)
+          lr = trainer.schedule(step)
+          if lr not in rates:
+            rates[lr] = replicated_scalar(lr, mesh)
+          state, step_metrics = trainer.step(state, batch, rng, rates[lr])
           done = step + 1
           metrics.add(done, step_metrics)
           out_of_time = clock.tick(done)
@@ -329,7 +342,7 @@ def train_and_evaluate(config: ExperimentConfig,
           if log_now:
             now = time.time()
             summary = metrics.summary()
-            summary["learning_rate"] = float(trainer.schedule(step))
+            summary["learning_rate"] = float(lr)
             summary["images_per_sec"] = (done - tick_step) * global_batch / (now - tick)
             tick, tick_step = now, done
             writer.write_scalars(done, summary)
