@@ -107,20 +107,25 @@ def compiled_step(config_name: str, overrides: list[str], batch_size: int, crop:
   return config, step, state, inputs, init_s, time.perf_counter() - t
 
 
-def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_step_arguments(p: argparse.ArgumentParser) -> None:
+  """The arguments of `compiled_step` (--config, --batch, --crop, --set, --precision)."""
   p.add_argument("--config", default="default",
                  help="config name in experiments/configs or a .py path (default: %(default)s)")
   p.add_argument("--batch", type=int, default=8, help="global batch (default: %(default)s)")
   p.add_argument("--crop", type=int, default=256, help="crop side (default: %(default)s)")
-  p.add_argument("--warmup", type=int, default=2)
-  p.add_argument("--steps", type=int, default=5, help="timed steps")
   p.add_argument("--set", nargs="+", action="extend", default=[], dest="overrides",
                  metavar="KEY=VALUE", help="config overrides, as for msinn train")
   p.add_argument("--precision", choices=("default", "high", "highest"), default="default",
                  help="jax.default_matmul_precision of the step: on NVIDIA GPUs 'default' "
                  "lets float32 convolutions use TF32, 'highest' does not (default: "
                  "%(default)s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  add_step_arguments(p)
+  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--steps", type=int, default=5, help="timed steps")
   p.add_argument("--note", default="", help="free text stored in the JSON")
   p.add_argument("--out", default=None, help="JSON path (default experiments/results/...)")
   args = p.parse_args(argv)

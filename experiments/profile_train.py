@@ -30,7 +30,7 @@ import time
 
 import jax
 
-from bench_train import ROOT, compiled_step
+from bench_train import ROOT, add_step_arguments, compiled_step
 from host import cpu_description
 
 # An HLO instruction line: `[ROOT] %name = <shape> opcode(...)`, the shape possibly a tuple.
@@ -149,17 +149,11 @@ def _print(title: str, rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--config", default="default",
-                 help="config name in experiments/configs or a .py path (default: %(default)s)")
-  p.add_argument("--batch", type=int, default=8, help="global batch (default: %(default)s)")
-  p.add_argument("--crop", type=int, default=256, help="crop side (default: %(default)s)")
+  add_step_arguments(p)
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--steps", type=int, default=2, help="traced steps")
   p.add_argument("--depth", type=int, default=2, help="module path levels kept (default: 2)")
   p.add_argument("--top", type=int, default=15, help="rows per table (default: 15)")
-  p.add_argument("--set", nargs="+", action="extend", default=[], dest="overrides",
-                 metavar="KEY=VALUE", help="config overrides, as for msinn train")
-  p.add_argument("--precision", choices=("default", "high", "highest"), default="default")
   p.add_argument("--out", default=None, help="JSON path (default experiments/results/...)")
   p.add_argument("--hlo-out", default=None, help="also write the compiled step's HLO text here")
   args = p.parse_args(argv)
