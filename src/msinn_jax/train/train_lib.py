@@ -211,8 +211,10 @@ def _start(config: ExperimentConfig, trainer: Trainer, loader: data_lib.CropLoad
   """The state to start from: restored, fine-tune or fresh; returns (state, rng, step)."""
   mesh = trainer.mesh
   batch_shape = (loader.global_batch_size, loader.crop_size, loader.crop_size, 3)
-  abstract = trainer.abstract_state(batch_shape)
+  # The shapes cost a trace of the whole init (seconds): only a restore and a fine-tune
+  # need them, a fresh start traces the init once, to compile it.
   if ckpt.latest_step() is not None:
+    abstract = trainer.abstract_state(batch_shape)
     rng_shape = jax.eval_shape(lambda: jax.random.key(0))
     target = _checkpoint_item(
         abstract,
@@ -229,7 +231,8 @@ def _start(config: ExperimentConfig, trainer: Trainer, loader: data_lib.CropLoad
     return state, item["rng"], step
   rng = replicated_key(config.train.seed, 1, mesh)
   if config.train.init_from:
-    params = fine_tune_params(config.train.init_from, config, abstract, mesh)
+    params = fine_tune_params(config.train.init_from, config,
+                              trainer.abstract_state(batch_shape), mesh)
     state = jax.jit(lambda p: state_from_params(p, trainer.tx),
                     out_shardings=mesh_lib.replicated(mesh))(params)
     return state, rng, 0
