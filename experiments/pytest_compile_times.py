@@ -1,0 +1,53 @@
+"""A pytest plugin: how much of each test's time is JAX tracing, lowering and XLA compiling.
+
+  PYTHONPATH=experiments python -m pytest -p pytest_compile_times tests/test_codec.py
+
+It listens to `jax.monitoring`'s duration events of the compile pipeline in the pytest
+process (not in the training subprocesses some tests start) and, at the end, prints the
+totals and writes one row per test, slowest first, to `$COMPILE_TIMES_OUT` (default
+`compile_times.tsv`): wall seconds, then the seconds of each event.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+
+import jax
+import pytest
+
+_EVENTS = ("jaxpr_trace_duration", "jaxpr_to_mlir_module_duration",
+           "backend_compile_duration")
+_totals: dict[str, float] = collections.defaultdict(float)
+_rows: list[tuple[float, dict[str, float], str]] = []
+
+
+def _listen(event: str, duration: float, **_) -> None:
+  name = event.rsplit("/", 1)[-1]
+  if name in _EVENTS:
+    _totals[name] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_listen)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):  # pylint: disable=unused-argument
+  before, start = dict(_totals), time.perf_counter()
+  yield
+  spent = {name: _totals[name] - before.get(name, 0.0) for name in _EVENTS}
+  _rows.append((time.perf_counter() - start, spent, item.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter):
+  wall = sum(row[0] for row in _rows)
+  parts = ", ".join(f"{name} {_totals[name]:.0f} s" for name in _EVENTS)
+  terminalreporter.write_line(f"compile times: {wall:.0f} s in tests; {parts}")
+  path = os.environ.get("COMPILE_TIMES_OUT", "compile_times.tsv")
+  with open(path, "w") as f:
+    f.write("wall_s\t" + "\t".join(_EVENTS) + "\ttest\n")
+    for wall_s, spent, nodeid in sorted(_rows, key=lambda row: -row[0]):
+      f.write(f"{wall_s:.1f}\t" + "\t".join(f"{spent[n]:.1f}" for n in _EVENTS)
+              + f"\t{nodeid}\n")
+  terminalreporter.write_line(f"compile times per test: {path}")
