@@ -3,9 +3,9 @@
   PYTHONPATH=experiments python -m pytest -p pytest_compile_times tests/test_codec.py
 
 It listens to `jax.monitoring`'s duration events of the compile pipeline in the pytest
-process (not in the training subprocesses some tests start) and, at the end, prints the
-totals and writes one row per test, slowest first, to `$COMPILE_TIMES_OUT` (default
-`compile_times.tsv`): wall seconds, then the seconds of each event.
+process (not in the training subprocesses some tests start). At the end it prints the
+totals and the slowest tests; with `COMPILE_TIMES_OUT=path.tsv` it also writes one row per
+test, slowest first: wall seconds, then the seconds of each event.
 """
 
 from __future__ import annotations
@@ -41,13 +41,17 @@ def pytest_runtest_protocol(item, nextitem):  # pylint: disable=unused-argument
 
 
 def pytest_terminal_summary(terminalreporter):
-  wall = sum(row[0] for row in _rows)
+  rows = sorted(_rows, key=lambda row: -row[0])
+  header = "wall_s\t" + "\t".join(_EVENTS) + "\ttest"
+  lines = [f"{wall_s:.1f}\t" + "\t".join(f"{spent[n]:.3f}" for n in _EVENTS) + f"\t{nodeid}"
+           for wall_s, spent, nodeid in rows]
   parts = ", ".join(f"{name} {_totals[name]:.0f} s" for name in _EVENTS)
-  terminalreporter.write_line(f"compile times: {wall:.0f} s in tests; {parts}")
-  path = os.environ.get("COMPILE_TIMES_OUT", "compile_times.tsv")
-  with open(path, "w") as f:
-    f.write("wall_s\t" + "\t".join(_EVENTS) + "\ttest\n")
-    for wall_s, spent, nodeid in sorted(_rows, key=lambda row: -row[0]):
-      f.write(f"{wall_s:.1f}\t" + "\t".join(f"{spent[n]:.1f}" for n in _EVENTS)
-              + f"\t{nodeid}\n")
-  terminalreporter.write_line(f"compile times per test: {path}")
+  terminalreporter.write_line(f"compile times: {sum(r[0] for r in rows):.0f} s in tests; "
+                              f"{parts}")
+  for line in [header, *lines[:15]]:
+    terminalreporter.write_line(line)
+  path = os.environ.get("COMPILE_TIMES_OUT")
+  if path:
+    with open(path, "w") as f:
+      f.write("\n".join([header, *lines]) + "\n")
+    terminalreporter.write_line(f"compile times per test: {path}")
