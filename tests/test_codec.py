@@ -79,7 +79,7 @@ def _sample_image(codec, rate, h, w, seed):
   latents = {}
 
   def code(k, phase, mask, mu, sigma):
-    gain, _, _ = model.apply(v, k, rate, method=MSINN.gain_vectors)
+    gain = model.apply(v, "gain", k, rate, method=MSINN.gain_vector)
     s = np.maximum(np.asarray(sigma), 0.11)
     q = np.round(rng.normal(size=s.shape) * s)
     u = rng.uniform(-0.4, 0.4, size=s.shape)  # Keeps rounding away from ties.

@@ -115,10 +115,11 @@ class MSINN(nn.Module):
 
   # --- The per-slice pieces of the schedule --------------------------------------------
 
-  def gain_vectors(self, k: int, rate: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(g, g', g_s) of slice k for rates [B], each [B, 1, 1, c_k]."""
+  def gain_vector(self, name: str, k: int, rate: jax.Array) -> jax.Array:
+    """g ("gain"), g' ("inv_gain") or g_s ("scale_gain") of slice k for rates [B]:
+    [B, 1, 1, c_k]."""
     cfg = self.config
-    return self.gains(rate, cfg.slice_offsets[k], cfg.slice_channels[k])
+    return self.gains(name, rate, cfg.slice_offsets[k], cfg.slice_channels[k])
 
   def slice_prior(self, k: int, support: jax.Array | None,
                   shape: tuple[int, ...]) -> jax.Array:
@@ -156,18 +157,15 @@ class MSINN(nn.Module):
         sc = self.sc_transforms[k](y_hat)
         sc = jnp.where(phase_mask(k, ANCHOR, h, w), 0, sc)
       sigma, mu = jnp.split(self.entropy_parameters[k](jnp.concatenate([cc, sc], -1)), 2, -1)
-    _, _, scale_gain = self.gain_vectors(k, rate)
-    return mu, sigma * scale_gain
+    return mu, sigma * self.gain_vector("scale_gain", k, rate)
 
   def residual(self, k: int, y: jax.Array, mu: jax.Array, rate: jax.Array) -> jax.Array:
     """(y - mu) * g: the value that is rounded to the coded symbol."""
-    gain, _, _ = self.gain_vectors(k, rate)
-    return (y - mu) * gain
+    return (y - mu) * self.gain_vector("gain", k, rate)
 
   def dequantize(self, k: int, q: jax.Array, mu: jax.Array, rate: jax.Array) -> jax.Array:
     """y_hat = q * g' + mu."""
-    _, inv_gain, _ = self.gain_vectors(k, rate)
-    return q.astype(mu.dtype) * inv_gain + mu
+    return q.astype(mu.dtype) * self.gain_vector("inv_gain", k, rate) + mu
 
   def finish_slice(self, k: int, y_hat: jax.Array, support: jax.Array | None,
                    rate: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -178,7 +176,7 @@ class MSINN(nn.Module):
     """
     if self.config.lrp:
       lrp_in = y_hat if k == 0 else jnp.concatenate([y_hat, support], axis=-1)
-      _, inv_gain, _ = self.gain_vectors(k, rate)
+      inv_gain = self.gain_vector("inv_gain", k, rate)
       y_hat = y_hat + 0.5 * jnp.tanh(self.lrp_transforms[k](lrp_in)) * inv_gain
     return y_hat, self.flow.merge(k, y_hat, support)
 
