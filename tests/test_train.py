@@ -192,7 +192,7 @@ def test_one_compiled_step_serves_every_schedule(image_folder):
                                         train_runs.overrides(image_folder, *sets))
     mesh = mesh_lib.make_mesh()
     trainer = train_lib.build_trainer(config, mesh)
-    shape = (train_runs.GLOBAL_BATCH, 64, 64, 3)
+    shape = (train_runs.GLOBAL_BATCH, train_runs.CROP, train_runs.CROP, 3)
     abstract = trainer.abstract_state(shape)
     batch = jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=mesh_lib.batch_sharding(mesh))
     rng = jax.eval_shape(lambda: jax.random.key(0))

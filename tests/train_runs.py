@@ -26,11 +26,14 @@ SMOKE_CONFIG = REPO / "experiments" / "configs" / "smoke.py"
 TRAIN_IMAGES = REPO.parent / "shared" / "datasets" / "train"  # Beside the checkout.
 RUN_TIMEOUT_S = 480  # Per training process (a cold compile on a busy 2-core machine).
 
-# The reference run: the smoke model, global batch 8 of 64 x 64 crops, 12 steps, a
-# checkpoint every 4 steps; other runs change only what their test is about.
+# The reference run: the smoke model, global batch 8 of 32 x 32 crops, 12 steps, a
+# checkpoint every 4 steps; other runs change only what their test is about. (32 x 32,
+# the smallest crop whose coarsest latent, at 1/16, still has a checkerboard, is 4x
+# cheaper per step than the smoke config's 64 x 64: 0.4 s against 1.7 s on 2 AVX2 cores.)
 NUM_STEPS = 12
 GLOBAL_BATCH = 8
 CKPT_EVERY = 4
+CROP = 32
 
 
 def make_image_folder(root: pathlib.Path, count: int = 8) -> pathlib.Path:
@@ -79,6 +82,7 @@ def overrides(folder: pathlib.Path, *extra: str, devices: int = 1,
   per_device = GLOBAL_BATCH // (devices * processes)
   return [f"data.folder={folder}", f"train.num_steps={NUM_STEPS}",
           f"train.per_device_batch_size={per_device}", f"checkpoint.every_steps={CKPT_EVERY}",
+          f"data.crop_size={CROP}",
           "train.log_every_steps=1", "data.prefetch=1", "data.num_workers=1", *extra]
 
 
