@@ -99,7 +99,8 @@ def test_quantisers_and_bounds():
 def model():
   config = small_config()
   x = image(5, 2, 64, 64)
-  m, variables = init_model(config, x)
+  # Initialised on one image, as the other modules' models are: the same init program.
+  m, variables = init_model(config, x[:1])
   return m, variables, x
 
 
