@@ -286,7 +286,7 @@ def test_loss_falls_on_real_images(reference):
   records = read_metrics(reference)
   loss = [r["loss"] for r in records]
   assert len(loss) == train_runs.NUM_STEPS and np.all(np.isfinite(loss))
-  assert np.mean(loss[-3:]) < 0.85 * np.mean(loss[:3]), loss  # Measured: 0.73.
+  assert np.mean(loss[-3:]) < 0.85 * np.mean(loss[:3]), loss  # Measured: 0.70 (32x32 crops).
   # Bits and PSNR are logged per rate index, for the rates drawn in each step.
   assert any(k.startswith("bpp/rate_") for k in records[0])
   assert all(k.startswith(("psnr/rate_", "bpp/rate_", "loss/rate_")) or k in {
