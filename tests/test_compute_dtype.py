@@ -1,5 +1,7 @@
 """`ModelConfig.compute_dtype`: bfloat16 networks outside the flow, the flow untouched."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,9 +37,9 @@ def test_bfloat16_leaves_the_flow_exactly_invertible(models):
   latents = {}
   for cfg in (f32, bf16):
     model = MSINN(cfg)
-    # Jitted: op by op, each of the flow's primitives would compile on its own.
-    ys, logdet = jax.jit(lambda v, x: model.apply(v, x, method=MSINN.analysis))(variables, x)
-    back, logdet_inv = jax.jit(lambda v, ys: model.apply(v, ys, method=MSINN.synthesis))(
+    # Jitted: run op by op, each of the flow's primitives would compile on its own.
+    ys, logdet = jax.jit(functools.partial(model.apply, method=MSINN.analysis))(variables, x)
+    back, logdet_inv = jax.jit(functools.partial(model.apply, method=MSINN.synthesis))(
         variables, ys)
     assert all(y.dtype == jnp.float32 for y in ys)
     assert float(jnp.max(jnp.abs(back - x))) < 1e-5

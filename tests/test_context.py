@@ -13,7 +13,7 @@ from helpers import image, init_model, small_config
 from msinn_jax.context.checkerboard import (ANCHOR, NON_ANCHOR, MaskedConv, SpatialContext,
                                             anchor_parity, kernel_mask, phase_mask)
 from msinn_jax.entropy import gaussian_likelihood, lower_bound, ste_round
-from msinn_jax.gain import interpolate_gains
+from msinn_jax.gain import GAIN_TABLES, GainUnits, interpolate_gains
 from msinn_jax.model import MSINN
 
 
@@ -81,6 +81,17 @@ def test_gain_interpolation():
   # Continuous: approaching an anchor from below reaches it.
   np.testing.assert_allclose(interpolate_gains(table, jnp.array([2.9999]))[0], table[3],
                              rtol=1e-3)
+
+
+def test_gain_units_give_the_named_table_of_a_slice():
+  units, rate = GainUnits(anchor_num=3, channels=6), jnp.array([1.0, 2.0])
+  variables = units.init(jax.random.key(0), "gain", rate, 0, 6)
+  tables = {n: jnp.arange(18.0).reshape(3, 6) + 10 * i for i, n in enumerate(GAIN_TABLES)}
+  for name in GAIN_TABLES:
+    v = units.apply({"params": tables}, name, rate, 2, 3)
+    np.testing.assert_array_equal(v[:, 0, 0], tables[name][1:, 2:5])
+  with pytest.raises(ValueError, match="no gain table"):
+    units.apply({"params": tables}, "gains", rate, 0, 6)
 
 
 def test_quantisers_and_bounds():

@@ -153,7 +153,7 @@ def test_whole_flow_logdet_matches_jacobian():
     flow, variables = _flow(config, x)
     analysis = functools.partial(flow.apply, variables, method=flow.analysis)
     f = lambda v: jnp.concatenate([t.reshape(-1) for t in analysis(v.reshape(x.shape))[0]])
-    # One program: run eagerly, each of the Jacobian's primitives compiles on its own.
+    # Jitted as one program: run op by op, each primitive would compile on its own.
     jac, ld = jax.jit(lambda v: (jax.jacfwd(f)(v), analysis(v.reshape(x.shape))[1]))(
         x.reshape(-1))
   np.testing.assert_allclose(float(ld[0]), np.linalg.slogdet(np.asarray(jac))[1], rtol=1e-9)

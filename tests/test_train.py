@@ -28,8 +28,8 @@ from msinn_jax.train import checkpoint, objective, train_lib
 from msinn_jax.train import config as config_lib
 from msinn_jax.train import mesh as mesh_lib
 from msinn_jax.train.metrics_log import read_metrics
-from msinn_jax.gain import lambda_spaced_tables
-from msinn_jax.train.state import (GAIN_TABLES, init_params, learning_rate_at,
+from msinn_jax.gain import GAIN_TABLES, lambda_spaced_tables
+from msinn_jax.train.state import (init_params, learning_rate_at,
                                    learning_rate_schedule, make_optimizer, widen_anchors)
 
 CONFIGS = train_runs.REPO / "experiments" / "configs"

@@ -27,9 +27,9 @@ TRAIN_IMAGES = REPO.parent / "shared" / "datasets" / "train"  # Beside the check
 RUN_TIMEOUT_S = 480  # Per training process (a cold compile on a busy 2-core machine).
 
 # The reference run: the smoke model, global batch 8 of 32 x 32 crops, 12 steps, a
-# checkpoint every 4 steps; other runs change only what their test is about. (32 x 32,
-# the smallest crop whose coarsest latent, at 1/16, still has a checkerboard, is 4x
-# cheaper per step than the smoke config's 64 x 64: 0.4 s against 1.7 s on 2 AVX2 cores.)
+# checkpoint every 4 steps; other runs change only what their test is about. 32 x 32 is the
+# smallest crop whose coarsest latent (1/16) still has a checkerboard, and a step costs
+# about a quarter of one on the smoke config's 64 x 64.
 NUM_STEPS = 12
 GLOBAL_BATCH = 8
 CKPT_EVERY = 4

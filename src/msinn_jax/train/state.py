@@ -24,11 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from msinn_jax.gain import lambda_spaced_tables
+from msinn_jax.gain import GAIN_TABLES, lambda_spaced_tables
 from msinn_jax.model import MSINN
 from msinn_jax.train.config import OptimConfig
-
-GAIN_TABLES = ("gain", "inv_gain", "scale_gain")
 
 
 @flax.struct.dataclass
