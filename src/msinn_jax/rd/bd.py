@@ -29,7 +29,6 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
-from scipy.interpolate import PchipInterpolator
 
 from msinn_jax.rd.results import RDError
 
@@ -127,6 +126,8 @@ def _cubic_integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float
 
 def _pchip_integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
   """Exact integral over [lo, hi] of the piecewise cubic Hermite interpolant of (x, y)."""
+  from scipy.interpolate import PchipInterpolator  # Here: a third of a second to import.
+
   return float(PchipInterpolator(x, y, extrapolate=False).integrate(lo, hi))
 
 

@@ -7,7 +7,6 @@ import pathlib
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from msinn_jax.image_io import write_bytes
 from msinn_jax.rd.results import RDCurve, RDError
@@ -53,6 +52,10 @@ def plot_rd(curves: Sequence[RDCurve], out_path: str | pathlib.Path,
   panels = [m for m in metrics if any(c.has_quality(_PANELS[m][0]) for c in drawable)]
   if not panels:
     raise RDError(f"none of the curves has 'bpp' together with any of {', '.join(metrics)}")
+
+  # Imported here: matplotlib costs most of a second, and every `msinn` command imports
+  # this module (the demo draws a plot), most of them without drawing one.
+  from matplotlib.figure import Figure
 
   fig = Figure(figsize=(6.4 * len(panels), 4.8), layout="constrained")
   axes = fig.subplots(1, len(panels), squeeze=False)[0]
