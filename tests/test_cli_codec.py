@@ -140,3 +140,16 @@ def test_bad_streams_give_one_line_errors_and_keep_existing_output(ckpt, png, tm
   (tmp_path / "other.msinn").write_bytes(other.compress(rgb, 1).data)
   _assert_one_line_error(*_run(capsys, "decompress", str(tmp_path / "other.msinn"), "-o",
                                str(target), "--checkpoint", path)[::2], "another model")
+
+
+def test_commands_start_without_the_plotting_and_interpolation_libraries():
+  """Building the parser (what every `msinn` command does first) leaves matplotlib and
+  scipy.interpolate unimported: together they cost over a second of each command's
+  start-up, and only `plot`, `demo` and `bd-rate` (its piecewise-cubic BD) use them."""
+  import subprocess
+  import sys
+  code = ("import sys; from msinn_jax import cli; cli.build_parser(); "
+          "print([m for m in ('matplotlib', 'scipy.interpolate') if m in sys.modules])")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True, timeout=120)
+  assert out.stdout.strip() == "[]"
