@@ -85,6 +85,10 @@ if [[ "$MODE" != train ]]; then
   [[ -f /tmp/official_weights.npz ]] && weights=(--checkpoint /tmp/official_weights.npz)
   step 120 python3 experiments/bench_codec.py "${weights[@]}" --image .pack/kodim01.png \
     --out "$R/bench_codec_paper_gpu.json"
+  if [[ $(left) -gt 400 ]]; then  # Whole commands, with and without the compile cache.
+    step 75 python3 experiments/bench_cli.py --device gpu --runs 1 --image .pack/kodim01.png \
+      --out "$R/bench_cli_gpu.json"
+  fi
   step 90 python3 experiments/bench_train.py --config compact --out "$R/bench_train_compact_gpu.json"
   if [[ $(left) -gt 330 ]]; then
     step 90 python3 experiments/bench_train.py --config compact --set model.compute_dtype=bfloat16 \

@@ -24,6 +24,9 @@ atexit.register(shutil.rmtree, JAX_CACHE, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", JAX_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+# Subprocesses (training runs, `msinn` commands) use it too, never a cache in the home folder.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = JAX_CACHE
+os.environ.pop("MSINN_COMPILATION_CACHE", None)
 
 
 # Training runs shared by tests/test_train.py and tests/test_train_parallel.py: the

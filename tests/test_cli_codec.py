@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -153,3 +154,48 @@ def test_commands_start_without_the_plotting_and_interpolation_libraries():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        check=True, timeout=120)
   assert out.stdout.strip() == "[]"
+
+
+def test_compilation_cache_folder_follows_the_environment_and_the_platform(tmp_path):
+  from msinn_jax.tools.common import compilation_cache_dir
+  home = {"XDG_CACHE_HOME": str(tmp_path)}
+  assert compilation_cache_dir("gpu", home) == tmp_path / "msinn-jax" / "jax"
+  assert compilation_cache_dir("tpu", home) == tmp_path / "msinn-jax" / "jax"
+  assert compilation_cache_dir("cpu", home) is None
+  mine = {**home, "MSINN_COMPILATION_CACHE": str(tmp_path / "mine")}
+  assert compilation_cache_dir("cpu", mine) == tmp_path / "mine"
+  assert compilation_cache_dir("gpu", {**home, "MSINN_COMPILATION_CACHE": "OFF"}) is None
+
+
+
+def test_enabling_points_jax_at_the_folder_unless_jax_has_one(tmp_path, monkeypatch):
+  import jax
+  from msinn_jax.tools.common import enable_compilation_cache
+  session = jax.config.jax_compilation_cache_dir  # tests/conftest.py's.
+  monkeypatch.setenv("MSINN_COMPILATION_CACHE", str(tmp_path / "cache"))
+  assert enable_compilation_cache("cpu") == pathlib.Path(session)  # JAX's own wins.
+  try:
+    jax.config.update("jax_compilation_cache_dir", None)
+    assert enable_compilation_cache("cpu") == tmp_path / "cache"
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
+    assert jax.config.jax_compilation_cache_max_size == 2**30
+    assert (tmp_path / "cache").is_dir()
+    jax.config.update("jax_compilation_cache_dir", None)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("MSINN_COMPILATION_CACHE", str(tmp_path / "file" / "cache"))
+    assert enable_compilation_cache("cpu") is None  # Not a folder: the cache stays off.
+    assert jax.config.jax_compilation_cache_dir is None
+  finally:
+    jax.config.update("jax_compilation_cache_dir", session)
+    jax.config.update("jax_compilation_cache_max_size", -1)
+
+
+def test_only_commands_that_run_the_model_enable_the_cache(tmp_path, monkeypatch, capsys):
+  from msinn_jax import cli
+  calls = []
+  monkeypatch.setattr(cli, "enable_compilation_cache", calls.append)
+  missing = str(tmp_path / "missing.png")
+  assert _run(capsys, "compress", missing, "-o", str(tmp_path / "a.msinn"), "-q", "1",
+              "--device", "cpu")[0] == 2
+  assert _run(capsys, "bd-rate", str(tmp_path / "missing.json"))[0] == 2
+  assert calls == ["cpu"]

@@ -14,6 +14,7 @@ import importlib
 import sys
 
 from msinn_jax.errors import DecodeMismatchError, UserError
+from msinn_jax.tools.common import enable_compilation_cache
 
 # Order is the order of `msinn --help`.
 TOOLS = (
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.print_help()
     return 1
   try:
+    if hasattr(args, "device"):  # A command that runs the model (`add_model_args`).
+      enable_compilation_cache(args.device)
     return int(args.func(args) or 0)
   except UserError as e:
     print(f"msinn {args.command}: error: {e}", file=sys.stderr)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib.util
 import json
 import math
+import os
+import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -34,6 +38,55 @@ def device_scope(name: str | None):
   except RuntimeError:
     raise UserError(f"no {name} device is available here") from None
   return jax.default_device(devices[0])
+
+
+CACHE_ENV = "MSINN_COMPILATION_CACHE"
+
+
+def compilation_cache_dir(platform: str, environ: Mapping[str, str]) -> pathlib.Path | None:
+  """Where a model-running command keeps its compiled programs between runs, or None.
+
+  JAX's persistent compilation cache, so that a second run on the same image size loads
+  the codec's programs instead of compiling them again. `MSINN_COMPILATION_CACHE=DIR`
+  names the folder and `=off` turns it off. Otherwise it is on for GPU and TPU, in
+  `$XDG_CACHE_HOME/msinn-jax/jax` (`~/.cache/msinn-jax/jax`), and off on the CPU, where
+  XLA rejects the cached programs on some processors, logging an error line each time
+  (jax-ml/jax#38445).
+  """
+  value = environ.get(CACHE_ENV, "")
+  if value.lower() == "off":
+    return None
+  if value:
+    return pathlib.Path(value).expanduser()
+  if platform not in ("gpu", "tpu"):
+    return None
+  base = environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+  return pathlib.Path(base) / "msinn-jax" / "jax"
+
+
+def enable_compilation_cache(device: str | None) -> pathlib.Path | None:
+  """Points JAX's persistent compilation cache at `compilation_cache_dir` unless JAX has
+  one already (`JAX_COMPILATION_CACHE_DIR` wins); returns the folder in use, or None.
+
+  The cache is capped at 1 GiB, least recently used programs evicted (JAX needs
+  `filelock` for that; without it there is no cap). A folder that cannot be written
+  leaves the cache off.
+  """
+  if jax.config.jax_compilation_cache_dir:
+    return pathlib.Path(jax.config.jax_compilation_cache_dir)
+  path = compilation_cache_dir(device or jax.default_backend(), os.environ)
+  if path is None:
+    return None
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError:
+    return None
+  if not os.access(path, os.W_OK):
+    return None
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  if importlib.util.find_spec("filelock") is not None:
+    jax.config.update("jax_compilation_cache_max_size", 2**30)
+  return path
 
 
 @functools.lru_cache(maxsize=2)
