@@ -1,18 +1,24 @@
-"""`msinn compress` / `msinn decompress`: round trips through files and one-line errors."""
+"""`msinn compress` / `msinn decompress`: round trips through files, one-line errors, and
+what every command sets up (its imports, the compilation cache)."""
 
 from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
+import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from helpers import image, init_model, small_config
+from msinn_jax import cli
 from msinn_jax.cli import main
 from msinn_jax.codec import Codec
 from msinn_jax.convert import export_state_dict
+from msinn_jax.tools.common import compilation_cache_dir, enable_compilation_cache
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +153,6 @@ def test_commands_start_without_the_plotting_and_interpolation_libraries():
   """Building the parser (what every `msinn` command does first) leaves matplotlib and
   scipy.interpolate unimported: together they cost over a second of each command's
   start-up, and only `plot`, `demo` and `bd-rate` (its piecewise-cubic BD) use them."""
-  import subprocess
-  import sys
   code = ("import sys; from msinn_jax import cli; cli.build_parser(); "
           "print([m for m in ('matplotlib', 'scipy.interpolate') if m in sys.modules])")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -157,7 +161,6 @@ def test_commands_start_without_the_plotting_and_interpolation_libraries():
 
 
 def test_compilation_cache_folder_follows_the_environment_and_the_platform(tmp_path):
-  from msinn_jax.tools.common import compilation_cache_dir
   home = {"XDG_CACHE_HOME": str(tmp_path)}
   assert compilation_cache_dir("gpu", home) == tmp_path / "msinn-jax" / "jax"
   assert compilation_cache_dir("tpu", home) == tmp_path / "msinn-jax" / "jax"
@@ -167,18 +170,19 @@ def test_compilation_cache_folder_follows_the_environment_and_the_platform(tmp_p
   assert compilation_cache_dir("gpu", {**home, "MSINN_COMPILATION_CACHE": "OFF"}) is None
 
 
-
 def test_enabling_points_jax_at_the_folder_unless_jax_has_one(tmp_path, monkeypatch):
-  import jax
-  from msinn_jax.tools.common import enable_compilation_cache
-  session = jax.config.jax_compilation_cache_dir  # tests/conftest.py's.
+  names = ("jax_compilation_cache_dir", "jax_compilation_cache_max_size",
+           "jax_persistent_cache_min_compile_time_secs")
+  saved = {name: getattr(jax.config, name) for name in names}  # tests/conftest.py's.
   monkeypatch.setenv("MSINN_COMPILATION_CACHE", str(tmp_path / "cache"))
-  assert enable_compilation_cache("cpu") == pathlib.Path(session)  # JAX's own wins.
+  assert enable_compilation_cache("cpu") == pathlib.Path(saved[names[0]])  # JAX's own wins.
   try:
     jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     assert enable_compilation_cache("cpu") == tmp_path / "cache"
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
     assert jax.config.jax_compilation_cache_max_size == 2**30
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
     assert (tmp_path / "cache").is_dir()
     jax.config.update("jax_compilation_cache_dir", None)
     (tmp_path / "file").write_text("")
@@ -186,12 +190,11 @@ def test_enabling_points_jax_at_the_folder_unless_jax_has_one(tmp_path, monkeypa
     assert enable_compilation_cache("cpu") is None  # Not a folder: the cache stays off.
     assert jax.config.jax_compilation_cache_dir is None
   finally:
-    jax.config.update("jax_compilation_cache_dir", session)
-    jax.config.update("jax_compilation_cache_max_size", -1)
+    for name, value in saved.items():
+      jax.config.update(name, value)
 
 
 def test_only_commands_that_run_the_model_enable_the_cache(tmp_path, monkeypatch, capsys):
-  from msinn_jax import cli
   calls = []
   monkeypatch.setattr(cli, "enable_compilation_cache", calls.append)
   missing = str(tmp_path / "missing.png")

@@ -68,9 +68,11 @@ def enable_compilation_cache(device: str | None) -> pathlib.Path | None:
   """Points JAX's persistent compilation cache at `compilation_cache_dir` unless JAX has
   one already (`JAX_COMPILATION_CACHE_DIR` wins); returns the folder in use, or None.
 
-  The cache is capped at 1 GiB, least recently used programs evicted (JAX needs
-  `filelock` for that; without it there is no cap). A folder that cannot be written
-  leaves the cache off.
+  Every program is kept, however quickly it compiled: a command compiles some fifty
+  per-slice programs, all but two in under JAX's default threshold of a second; together
+  they took 18 s of a 33-s `msinn compress` on a 2-core CPU, and load in 1 s. The cache is capped
+  at 1 GiB, least recently used programs evicted (JAX needs `filelock` for that; without
+  it there is no cap). A folder that cannot be written leaves the cache off.
   """
   if jax.config.jax_compilation_cache_dir:
     return pathlib.Path(jax.config.jax_compilation_cache_dir)
@@ -84,6 +86,7 @@ def enable_compilation_cache(device: str | None) -> pathlib.Path | None:
   if not os.access(path, os.W_OK):
     return None
   jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   if importlib.util.find_spec("filelock") is not None:
     jax.config.update("jax_compilation_cache_max_size", 2**30)
   return path
