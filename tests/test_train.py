@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pathlib
 import shutil
 import signal
@@ -24,6 +25,7 @@ import train_runs
 from msinn_jax import cli
 from msinn_jax.errors import UserError
 from msinn_jax.model import MSINN
+from msinn_jax.tools import train as train_tool
 from msinn_jax.train import checkpoint, objective, train_lib
 from msinn_jax.train import config as config_lib
 from msinn_jax.train import mesh as mesh_lib
@@ -110,6 +112,26 @@ def test_cli_prints_the_resolved_config_and_reports_bad_overrides(capsys):
     with pytest.raises(SystemExit) as exit_info:
       cli.main(argv + ["--time-limit", limit])
     assert exit_info.value.code == 2 and "--time-limit" in capsys.readouterr().err
+
+
+def test_cli_starts_the_processes_then_the_compile_cache_then_trains(monkeypatch, tmp_path):
+  logger = logging.getLogger("msinn_jax")  # `run` sets up its handler; undone at the end.
+  monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+  monkeypatch.setattr(logger, "level", logger.level)
+  monkeypatch.setattr(logger, "propagate", logger.propagate)
+  calls = []
+  monkeypatch.setattr(train_lib.mesh_lib, "maybe_initialize_distributed",
+                      lambda *a, **k: calls.append(("distributed", a[1], a[2])))
+  monkeypatch.setattr(train_tool, "enable_compilation_cache",
+                      lambda device: calls.append(("cache", device)))
+  monkeypatch.setattr(train_lib, "train_and_evaluate",
+                      lambda config, workdir, time_limit_s: calls.append(("train", workdir)))
+  argv = ["train", "--config", str(CONFIGS / "smoke.py"), "--workdir", str(tmp_path),
+          "--set", "distributed.num_processes=2", "distributed.process_id=1",
+          "distributed.coordinator_address=127.0.0.1:1"]
+  assert cli.main(argv) == 0
+  # The cache asks JAX for its platform, which fixes the process topology: start-up first.
+  assert calls == [("distributed", 2, 1), ("cache", None), ("train", str(tmp_path))]
 
 
 # --- Objective and optimizer -----------------------------------------------------------

@@ -12,6 +12,8 @@ same command (preemptible jobs, short GPU slots). Several
 processes (one per host) run the same command with
 `--set distributed.coordinator_address=HOST:PORT distributed.num_processes=N
 distributed.process_id=I`, or `distributed.auto_detect=True` on TPU pods and SLURM.
+Compiled programs go to the same persistent cache as the other commands' (README), so a
+restarted run on GPU or TPU loads its training step instead of compiling it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import logging
 
 from msinn_jax.errors import UserError
-from msinn_jax.tools.common import positive_float
+from msinn_jax.tools.common import enable_compilation_cache, positive_float
 from msinn_jax.train import config as config_lib
 
 
@@ -73,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
   logger.addHandler(handler)
   logger.setLevel(logging.INFO)
   logger.propagate = False
+  # The compile cache picks its folder by platform, which asks JAX for its backend; a
+  # multi-process start-up must come before that.
+  train_lib.initialize_distributed(config)
+  enable_compilation_cache(None)
   try:
     train_lib.train_and_evaluate(config, args.workdir, time_limit_s=args.time_limit)
   except train_lib.NonFiniteLossError as e:

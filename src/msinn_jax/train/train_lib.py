@@ -73,6 +73,15 @@ def make_source(data: DataConfig) -> data_lib.ImageSource:
                              data_dir=data.tfds_data_dir)
 
 
+def initialize_distributed(config: ExperimentConfig) -> bool:
+  """`jax.distributed.initialize` as `config.distributed` asks, before anything touches
+  JAX's backends; a second call does nothing. Returns whether this call initialised."""
+  dist = config.validate().distributed
+  return mesh_lib.maybe_initialize_distributed(
+      dist.coordinator_address, dist.num_processes, dist.process_id,
+      auto_detect=dist.auto_detect, initialization_timeout=dist.initialization_timeout)
+
+
 @dataclasses.dataclass(frozen=True)
 class Trainer:
   """The compiled pieces of a run on one mesh.
@@ -296,10 +305,7 @@ def train_and_evaluate(config: ExperimentConfig,
     UserError: bad data, config or checkpoint.
   """
   started = time.time()
-  dist = config.validate().distributed
-  mesh_lib.maybe_initialize_distributed(
-      dist.coordinator_address, dist.num_processes, dist.process_id,
-      auto_detect=dist.auto_detect, initialization_timeout=dist.initialization_timeout)
+  initialize_distributed(config)
   workdir = pathlib.Path(workdir)
   mesh = mesh_lib.make_mesh()
   global_batch = data_lib.global_batch_size_for(config.train.per_device_batch_size)
