@@ -354,7 +354,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, reference
 def test_fine_tune_start_widens_a_trained_checkpoint(reference):
   config = config_lib.apply_overrides(
       config_lib.load_config_file(CONFIGS / "smoke.py"),
-      ["model.anchor_num=6", f"train.init_from={reference / 'checkpoints'}"])
+      [*train_runs.MODEL, "model.anchor_num=6", f"train.init_from={reference / 'checkpoints'}"])
   mesh = mesh_lib.make_mesh()
   trainer = train_lib.build_trainer(config, mesh)
   abstract = trainer.abstract_state((1, 64, 64, 3))

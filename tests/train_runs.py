@@ -26,10 +26,16 @@ SMOKE_CONFIG = REPO / "experiments" / "configs" / "smoke.py"
 TRAIN_IMAGES = REPO.parent / "shared" / "datasets" / "train"  # Beside the checkout.
 RUN_TIMEOUT_S = 480  # Per training process (a cold compile on a busy 2-core machine).
 
-# The reference run: the smoke model, global batch 8 of 32 x 32 crops, 12 steps, a
-# checkpoint every 4 steps; other runs change only what their test is about. 32 x 32 is the
-# smallest crop whose coarsest latent (1/16) still has a checkerboard, and a step costs
-# about a quarter of one on the smoke config's 64 x 64.
+# The reference run: the smoke config's flow and gain units without the post-filter, LRP
+# and spatial context, global batch 8 of 32 x 32 crops, 12 steps, a checkpoint every 4
+# steps; other runs change only what their test is about. These runs test the training
+# machinery (resuming, time limits, export, data parallelism), which is the same whatever
+# the networks; every distinct program costs a cold compile, and the three parts left out
+# make up most of the smoke step's (2 AVX2 cores: init + step 19 + 72 s with them, 7 + 23 s
+# without). The full smoke model's training gradients are checked in-process
+# (test_context.py). A step on 32 x 32 costs about a quarter of one on the smoke config's
+# 64 x 64.
+MODEL = ["model.post_process=False", "model.lrp=False", "model.spatial_context_num=0"]
 NUM_STEPS = 12
 GLOBAL_BATCH = 8
 CKPT_EVERY = 4
@@ -80,7 +86,7 @@ def overrides(folder: pathlib.Path, *extra: str, devices: int = 1,
               processes: int = 1) -> list[str]:
   """`--set` values of the reference run, for `devices` devices in each of `processes`."""
   per_device = GLOBAL_BATCH // (devices * processes)
-  return [f"data.folder={folder}", f"train.num_steps={NUM_STEPS}",
+  return [*MODEL, f"data.folder={folder}", f"train.num_steps={NUM_STEPS}",
           f"train.per_device_batch_size={per_device}", f"checkpoint.every_steps={CKPT_EVERY}",
           f"data.crop_size={CROP}",
           "train.log_every_steps=1", "data.prefetch=1", "data.num_workers=1", *extra]
