@@ -60,6 +60,22 @@ def test_round_trip_odd_size(codec):
     np.testing.assert_array_equal(codec.decompress(enc.data).image, enc.reconstruction)
 
 
+def test_encoder_without_reconstruction_writes_the_same_bytes(codec, monkeypatch):
+  img = _photo(17, 33, seed=17)
+  full = codec.compress(img, 1.25)
+  finished, outputs = [], []
+  finish, output = codec._finish, codec._output
+  monkeypatch.setattr(codec, "_finish", lambda *a, **kw: finished.append(kw["k"]) or
+                      finish(*a, **kw))
+  monkeypatch.setattr(codec, "_output", lambda *a: outputs.append(1) or output(*a))
+  lean = codec.compress(img, 1.25, reconstruct=False)
+  assert lean.data == full.data and lean.estimated_bits == full.estimated_bits
+  assert lean.reconstruction is None
+  # Neither the last slice's LRP and inverse flow nor the post-filter ran.
+  assert finished == list(range(codec.config.num_slices - 1)) and outputs == []
+  np.testing.assert_array_equal(codec.decompress(lean.data).image, full.reconstruction)
+
+
 def test_rate_does_not_recompile(codec):
   img = _photo(40, 50)
   codec.compress(img, 1)

@@ -69,7 +69,8 @@ class EncodeResult:
   """What `Codec.compress` returns besides the bytes."""
 
   data: bytes
-  reconstruction: np.ndarray  # [H, W, 3] uint8, what the decoder will output.
+  # [H, W, 3] uint8, what the decoder will output; None from `compress(reconstruct=False)`.
+  reconstruction: np.ndarray | None
   estimated_bits: float  # -log2 likelihood of the coded symbols (the model's R).
   payload_bits: int  # Bits of the stage payloads.
   header_bytes: int  # Bytes of everything else in the file.
@@ -176,9 +177,12 @@ class Codec:
 
   # --- Shared machinery ----------------------------------------------------------------
 
-  def _ops(self, rate: jax.Array) -> schedule.SliceOps:
+  def _ops(self, rate: jax.Array, last_finish: bool = True) -> schedule.SliceOps:
+    """The jitted per-slice networks at `rate`. Without `last_finish`, the last slice's
+    LRP and inverse flow are skipped (no slice follows it; only the image needs them)."""
     v = self.variables
     codec = self
+    last = self.config.num_slices - 1
 
     class Ops:
       def prior(self, k, support, shape):
@@ -188,6 +192,8 @@ class Codec:
         return codec._params(v, k=k, phase=phase, cc=cc, y_hat=y_hat, rate=rate)
 
       def finish(self, k, y_hat, support):
+        if k == last and not last_finish:
+          return y_hat, None
         return codec._finish(v, k=k, y_hat=y_hat, support=support, rate=rate)
 
     return Ops()
@@ -197,8 +203,14 @@ class Codec:
 
   # --- Encoder -------------------------------------------------------------------------
 
-  def compress(self, image: np.ndarray, rate: float) -> EncodeResult:
-    """Compresses [H, W, 3] uint8 at `rate` (anchor index or continuous value)."""
+  def compress(self, image: np.ndarray, rate: float, *, reconstruct: bool = True
+               ) -> EncodeResult:
+    """Compresses [H, W, 3] uint8 at `rate` (anchor index or continuous value).
+
+    With `reconstruct=False` the encoder skips what only the decoded image needs (the last
+    slice's LRP and inverse flow, the post-filter; as the official `compress`) and returns
+    no reconstruction; the bytes are the same.
+    """
     start = time.perf_counter()
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
@@ -211,8 +223,9 @@ class Codec:
       raise UserError(f"image size {h}x{w} is outside what the codec takes "
                       f"(sides 1..{MAX_SIDE}, at most {MAX_PIXELS} padded pixels)")
     x, _ = pad_image(image, self.config.pad_multiple)
-    stages, estimated, x_tilde, coding_seconds = self._encode(jnp.asarray(x), rate_arr)
-    recon = crop(self._output(self.variables, x_tilde), pad)
+    stages, estimated, x_tilde, coding_seconds = self._encode(jnp.asarray(x), rate_arr,
+                                                              reconstruct)
+    recon = crop(self._output(self.variables, x_tilde), pad) if reconstruct else None
     header = coding.Header(self.model_id, float(np.float32(rate)), h, w, x.shape[1], x.shape[2],
                            len(stages))
     data = coding.pack(header, stages)
@@ -241,7 +254,7 @@ class Codec:
     """
     return self._encode(x, rate)[:3]
 
-  def _encode(self, x, rate):
+  def _encode(self, x, rate, reconstruct=True):
     y_slices = self._analysis(self.variables, x)[::-1]
     stages, estimated, coding_seconds = [], 0.0, 0.0
 
@@ -260,7 +273,8 @@ class Codec:
       return self._dequantize(self.variables, k=k, q=q, mu=mu, rate=rate)
 
     shapes = schedule.slice_shapes(self.config, 1, x.shape[1], x.shape[2])
-    _, x_tilde = schedule.run(self.config, self._ops(rate), shapes, code)
+    _, x_tilde = schedule.run(self.config, self._ops(rate, last_finish=reconstruct), shapes,
+                              code)
     return stages, estimated, x_tilde, coding_seconds
 
   # --- Decoder -------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
   image = read_rgb(args.input)
   with device_scope(args.device):
     codec, description = cached_codec(args.checkpoint)
-    result = codec.compress(image, args.quality)
+    result = codec.compress(image, args.quality, reconstruct=False)
   write_bytes(args.output, result.data)
   h, w, _ = image.shape
   bits = 8 * len(result.data)
