@@ -94,8 +94,8 @@ def test_missing_unexpected_and_misshapen_keys_are_named(small):
   extra = dict(sd, **{"hyperprior.weight": np.zeros(3)})
   with pytest.raises(CheckpointError, match=r"hyperprior\.weight"):
     convert_state_dict(extra, config)
-  wrong = dict(sd, **{"g_a1.1.permute.weight": np.zeros((12, 12), np.float32)})
-  with pytest.raises(CheckpointError, match=r"g_a1\.1\.permute\.weight.*\(12, 12\)"):
+  wrong = dict(sd, **{"g_a1.0.permute.weight": np.zeros((12, 12), np.float32)})
+  with pytest.raises(CheckpointError, match=r"g_a1\.0\.permute\.weight.*\(12, 12\)"):
     convert_state_dict(wrong, config)
   with pytest.raises(CheckpointError, match="not an MSINN checkpoint"):
     infer_config({"conv.weight": np.zeros(1)})

@@ -126,7 +126,7 @@ def test_paper_flow_round_trip_float32_768x512():
 
 
 def test_flow_round_trip_float64():
-  config = small_config(N=32, M=48)
+  config = small_config(N=32, M=48, depths=(2, 2, 2, 2))
   with jax.enable_x64(True):
     x = image(0, 2, 64, 96).astype(jnp.float64)
     x_back, ld_a, ld_s = _round_trip(config, x)

@@ -21,7 +21,7 @@ from msinn_jax.tools.check_invertibility import expand_images
 
 @pytest.fixture(scope="module")
 def model():
-  config = small_config()
+  config = small_config(depths=(2, 2, 2, 2))  # Rows for units after the first, too.
   _, variables = init_model(config, image(0, 1, 64, 64))
   return config, variables["params"]
 
