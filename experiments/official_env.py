@@ -27,8 +27,9 @@ import types
 import zipfile
 
 # Third-party packages that `import compressai` (1.2.6) imports for features this benchmark never
-# calls (dataset and transform registries, progress bars); of scipy it uses only `norm.ppf`.
-STUBBABLE = ("scipy", "torchvision", "torch_geometric", "tqdm")
+# calls (point-cloud layers and datasets, dataset downloads, transform registries, progress
+# bars); of scipy it uses only `norm.ppf`.
+STUBBABLE = ("einops", "pandas", "requests", "scipy", "torchvision", "torch_geometric", "tqdm")
 
 # A module standing in for a C++ extension of compressai that did not build.
 NO_EXTENSION = '''"""Stand-in written by bench_official.py: this C++ extension did not build."""
