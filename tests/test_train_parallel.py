@@ -18,10 +18,10 @@ the shared training photographs, 2 AVX2 cores: at most 3.4e-6, no element of the
 tensors past 2e-5), but not always all of them: a gradient component that sits near zero
 (a ReLU unit at its kink, a cancellation over the batch) takes its sign from the rounding,
 and Adam turns each flip into a step of about the learning rate (1e-3). How many elements
-that hits depends on the images and on the CPU's kernels: with the smoke model's post-
-filter U-Net it was common (up to 3e-3 after 12 steps), and on the smooth generated images
-used when ../shared is absent an AVX2-only machine moved 75 of 3456 (2.2%) elements of one
-conditioner kernel farther than 2e-5. So each parameter is held to two bounds: every
+that hits depends on the model, the images and the CPU's kernels: when these runs trained
+the whole smoke model, flips were common in its post-filter U-Net (up to 3e-3 after 12
+steps), and on the smooth generated images used when ../shared is absent an AVX2-only
+machine moved 75 of 3456 (2.2%) elements of one conditioner kernel farther than 2e-5. So each parameter is held to two bounds: every
 element within 12 steps of the learning rate, and no more than 10% of its elements (or 2,
 in a small tensor) farther than 2e-5. A missing all-reduce or a wrong batch slice moves
 most elements of every tensor by ~lr and fails the second bound (another data seed breaks

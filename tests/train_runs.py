@@ -32,8 +32,8 @@ RUN_TIMEOUT_S = 480  # Per training process (a cold compile on a busy 2-core mac
 # machinery (resuming, time limits, export, data parallelism), which is the same whatever
 # the networks; every distinct program costs a cold compile, and the three parts left out
 # make up most of the smoke step's (2 AVX2 cores: init + step 19 + 72 s with them, 7 + 23 s
-# without). The full smoke model's training gradients are checked in-process
-# (test_context.py). A step on 32 x 32 costs about a quarter of one on the smoke config's
+# without). Training gradients through every part, those three included, are checked
+# in-process on the small test model (test_context.py). A step on 32 x 32 costs about a quarter of one on the smoke config's
 # 64 x 64.
 MODEL = ["model.post_process=False", "model.lrp=False", "model.spatial_context_num=0"]
 NUM_STEPS = 12

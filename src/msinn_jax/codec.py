@@ -4,7 +4,9 @@ The codec runs the model's decoding schedule (`msinn_jax.schedule.run`) with the
 per-slice pieces jitted separately, and entropy codes each (slice, phase) step on the host
 between them (`msinn_jax.coding`). The encoder runs exactly the decoder's computations
 (same compiled functions, same inputs), plus the analysis transform and the rounding, so
-on the same machine the decoder reproduces the encoder's reconstruction bit for bit.
+on the same machine the decoder reproduces the encoder's reconstruction bit for bit. An
+encoder that needs no reconstruction (`compress(reconstruct=False)`) stops where the
+last slice's symbols are known, which changes no byte.
 
 The coder only ever sees integers: symbols q = round((y - mu) * g) and scale indexes of
 sigma in the 64-level scale table (CompressAI's indexed scheme); each step's CRC of its
