@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import pathlib
 import resource
 import shlex
@@ -27,6 +28,7 @@ import jax
 import numpy as np
 
 from host import cpu_description
+from msinn_jax.tools.common import use_xla_convolutions_on_cpu
 from msinn_jax.train import config as config_lib
 from msinn_jax.train import mesh as mesh_lib
 from msinn_jax.train import train_lib
@@ -119,6 +121,15 @@ def add_step_arguments(p: argparse.ArgumentParser) -> None:
                  help="jax.default_matmul_precision of the step: on NVIDIA GPUs 'default' "
                  "lets float32 convolutions use TF32, 'highest' does not (default: "
                  "%(default)s)")
+  p.add_argument("--ynn-convolutions", action="store_true",
+                 help="on CPU, keep XLA's default YNNPACK convolution kernels, which msinn "
+                 "train turns off (msinn_jax.tools.common.use_xla_convolutions_on_cpu)")
+
+
+def use_training_flags(args: argparse.Namespace) -> None:
+  """The XLA flags `msinn train` sets (before JAX starts its backends), unless opted out."""
+  if not args.ynn_convolutions:
+    use_xla_convolutions_on_cpu()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--note", default="", help="free text stored in the JSON")
   p.add_argument("--out", default=None, help="JSON path (default experiments/results/...)")
   args = p.parse_args(argv)
+  use_training_flags(args)
 
   devices = jax.devices()
   if args.batch % len(devices):
@@ -170,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
       "precision": args.precision,
       **roofline,
       "jax": jax.__version__,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "note": args.note,
       "command": shlex.join(["python", "experiments/bench_train.py", *(argv or sys.argv[1:])]),
   }

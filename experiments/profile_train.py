@@ -20,6 +20,7 @@ import argparse
 import collections
 import glob
 import json
+import os
 import pathlib
 import re
 import shlex
@@ -30,7 +31,7 @@ import time
 
 import jax
 
-from bench_train import ROOT, add_step_arguments, compiled_step
+from bench_train import ROOT, add_step_arguments, compiled_step, use_training_flags
 from host import cpu_description
 
 # An HLO instruction line: `[ROOT] %name = <shape> opcode(...)`, the shape possibly a tuple.
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--out", default=None, help="JSON path (default experiments/results/...)")
   p.add_argument("--hlo-out", default=None, help="also write the compiled step's HLO text here")
   args = p.parse_args(argv)
+  use_training_flags(args)
 
   with jax.default_matmul_precision(args.precision):
     config, step, state, inputs, _, compile_s = compiled_step(
@@ -206,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
       "by_opcode": _table(by_opcode, args.steps, total, 10**6),
       "slowest_ops": _table(by_op, args.steps, total, args.top),
       "jax": jax.__version__,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "command": shlex.join(["python", "experiments/profile_train.py", *(argv or sys.argv[1:])]),
   }
   print(f"{result['device']} ({result['host']}): step {1e3 * statistics.median(wall):.0f} ms "

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
 
   from msinn_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+  from msinn_jax.tools.common import use_xla_convolutions_on_cpu
   from msinn_jax.train import checkpoint as checkpoint_lib
   from msinn_jax.train import config as config_lib
   from msinn_jax.train import portable, train_lib
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   log = logging.getLogger("slot")
+  use_xla_convolutions_on_cpu()  # As `msinn train`; before JAX starts its backends.
   logging.getLogger("absl").setLevel(logging.WARNING)
   try:
     config = config_lib.apply_overrides(config_lib.load_config_file(args.config),
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
       t0 = time.time()
       train_lib.train_and_evaluate(config, workdir, time_limit_s=budget)
       slot = {"device": _device(), "train_seconds": round(time.time() - t0, 1),
-              **_metrics(workdir, start_step)}
+              **_metrics(workdir, start_step), "xla_flags": os.environ.get("XLA_FLAGS", "")}
     slot["date"] = datetime.date.today().isoformat()
     slot["crop"], slot["flip"] = config.data.crop_size, config.data.flip
     slot["global_batch"] = config.train.per_device_batch_size * _device_count()

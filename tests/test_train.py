@@ -25,6 +25,7 @@ import train_runs
 from msinn_jax import cli
 from msinn_jax.errors import UserError
 from msinn_jax.model import MSINN
+from msinn_jax.tools import common
 from msinn_jax.tools import train as train_tool
 from msinn_jax.train import checkpoint, objective, train_lib
 from msinn_jax.train import config as config_lib
@@ -120,6 +121,8 @@ def test_cli_starts_the_processes_then_the_compile_cache_then_trains(monkeypatch
   monkeypatch.setattr(logger, "level", logger.level)
   monkeypatch.setattr(logger, "propagate", logger.propagate)
   calls = []
+  monkeypatch.setattr(train_tool, "use_xla_convolutions_on_cpu",
+                      lambda: calls.append(("cpu kernels",)))
   monkeypatch.setattr(train_lib.mesh_lib, "maybe_initialize_distributed",
                       lambda *a, **k: calls.append(("distributed", a[1], a[2])))
   monkeypatch.setattr(train_tool, "enable_compilation_cache",
@@ -130,8 +133,61 @@ def test_cli_starts_the_processes_then_the_compile_cache_then_trains(monkeypatch
           "--set", "distributed.num_processes=2", "distributed.process_id=1",
           "distributed.coordinator_address=127.0.0.1:1"]
   assert cli.main(argv) == 0
-  # The cache asks JAX for its platform, which fixes the process topology: start-up first.
-  assert calls == [("distributed", 2, 1), ("cache", None), ("train", str(tmp_path))]
+  # XLA reads its flags, and the cache asks JAX for its platform (which fixes the process
+  # topology), when the backends start: flags first, then start-up, then the cache.
+  assert calls == [("cpu kernels",), ("distributed", 2, 1), ("cache", None),
+                   ("train", str(tmp_path))]
+
+
+def test_training_flag_joins_xla_flags_unless_the_user_chose():
+  environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  assert common.use_xla_convolutions_on_cpu(environ, "0.10.2")
+  assert environ["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=4",
+                                          common.CPU_TRAINING_XLA_FLAG]
+  assert not common.use_xla_convolutions_on_cpu(environ, "0.10.2")  # Once only.
+  assert environ["XLA_FLAGS"].count(common.YNN_FLAG) == 1
+  mine = {"XLA_FLAGS": f"{common.YNN_FLAG}=dot"}
+  assert not common.use_xla_convolutions_on_cpu(mine, "0.10.2")
+  assert mine == {"XLA_FLAGS": f"{common.YNN_FLAG}=dot"}
+  # A jaxlib it was not measured with might not know the flag, and XLA aborts on those.
+  empty = {}
+  assert not common.use_xla_convolutions_on_cpu(empty, "9.9.9") and empty == {}
+  assert common.use_xla_convolutions_on_cpu(empty, "0.10.2")
+  assert empty == {"XLA_FLAGS": common.CPU_TRAINING_XLA_FLAG}
+
+
+def test_training_flag_is_known_to_this_jaxlib_and_keeps_gradients(tmp_path):
+  """With the flag, XLA compiles convolutions without YNNPACK, to the same gradients."""
+  if jax.lib.__version__ not in common.YNN_FLAG_JAXLIB:
+    pytest.skip(f"jaxlib {jax.lib.__version__}: the flag is only set with "
+                f"{common.YNN_FLAG_JAXLIB}")
+  script = tmp_path / "grads.py"
+  script.write_text(
+      "import sys, jax, numpy as np\n"
+      "from msinn_jax.tools import common\n"
+      "assert common.use_xla_convolutions_on_cpu() == (sys.argv[1] == 'on')\n"
+      "r = np.random.default_rng(0)\n"
+      "x = r.standard_normal((2, 16, 16, 24), np.float32)\n"
+      "w = r.standard_normal((3, 3, 24, 8), np.float32)\n"
+      "f = lambda w, x: (jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers="
+      "('NHWC', 'HWIO', 'NHWC')) ** 2).sum()\n"
+      "g = jax.jit(jax.grad(f, (0, 1))).lower(w, x).compile()\n"
+      "gw, gx = g(w, x)\n"
+      "np.savez(sys.argv[2], gw=gw, gx=gx, ynn='ynn_fusion' in g.as_text())\n")
+  outputs = {}
+  for mode in ("on", "off"):
+    env = {k: v for k, v in train_runs.env(tmp_path).items() if k != "XLA_FLAGS"}
+    if mode == "off":
+      # The YNN option set (to its default, convolutions included): left alone.
+      env["XLA_FLAGS"] = f"{common.YNN_FLAG}=+individual_convolution"
+    outputs[mode] = tmp_path / f"{mode}.npz"
+    done = subprocess.run([sys.executable, str(script), mode, str(outputs[mode])], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+  on, off = np.load(outputs["on"]), np.load(outputs["off"])
+  assert not on["ynn"] and off["ynn"]
+  for name in ("gw", "gx"):
+    np.testing.assert_allclose(on[name], off[name], rtol=1e-4, atol=1e-3)
 
 
 # --- Objective and optimizer -----------------------------------------------------------

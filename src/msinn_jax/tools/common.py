@@ -40,6 +40,37 @@ def device_scope(name: str | None):
   return jax.default_device(devices[0])
 
 
+# XLA's CPU backend hands every convolution to YNNPACK. For the gradient convolutions of a
+# training step those kernels were 2-3x slower than XLA's own on a 2-core AVX2 EPYC: the
+# compact model's step took 9.1 s, 4.25 s without them (experiments/results/
+# cpu_training_convolutions_avx2.json). Training opts out; the codec does not, because a
+# bitstream must be decoded with the kernels that encoded it (docs/bitstream.md, section 7).
+YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+CPU_TRAINING_XLA_FLAG = f"{YNN_FLAG}=-individual_convolution"
+# XLA aborts on a flag it does not know, and this one is experimental: only the jaxlib
+# releases it was measured with get it.
+YNN_FLAG_JAXLIB = ("0.10.2",)
+
+
+def use_xla_convolutions_on_cpu(environ: dict[str, str] | None = None,
+                                jaxlib_version: str | None = None) -> bool:
+  """Adds `CPU_TRAINING_XLA_FLAG` to XLA_FLAGS; returns whether it did.
+
+  Not when XLA_FLAGS sets the YNN option already (the user's choice stands) or jaxlib is
+  not one of `YNN_FLAG_JAXLIB`. Only CPU compilations read the flag. Call it before JAX
+  starts its backends (importing JAX is fine).
+  """
+  environ = os.environ if environ is None else environ
+  if jaxlib_version is None:
+    import jaxlib  # pylint: disable=import-outside-toplevel
+    jaxlib_version = jaxlib.__version__
+  flags = environ.get("XLA_FLAGS", "")
+  if YNN_FLAG in flags or jaxlib_version not in YNN_FLAG_JAXLIB:
+    return False
+  environ["XLA_FLAGS"] = f"{flags} {CPU_TRAINING_XLA_FLAG}".strip()
+  return True
+
+
 CACHE_ENV = "MSINN_COMPILATION_CACHE"
 
 

@@ -23,7 +23,8 @@ import json
 import logging
 
 from msinn_jax.errors import UserError
-from msinn_jax.tools.common import enable_compilation_cache, positive_float
+from msinn_jax.tools.common import (enable_compilation_cache, positive_float,
+                                    use_xla_convolutions_on_cpu)
 from msinn_jax.train import config as config_lib
 
 
@@ -75,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
   logger.addHandler(handler)
   logger.setLevel(logging.INFO)
   logger.propagate = False
-  # The compile cache picks its folder by platform, which asks JAX for its backend; a
-  # multi-process start-up must come before that.
+  # Both before anything asks JAX for its backends: the CPU kernels' flag, and a
+  # multi-process start-up (the compile cache picks its folder by platform).
+  use_xla_convolutions_on_cpu()
   train_lib.initialize_distributed(config)
   enable_compilation_cache(None)
   try:
