@@ -41,7 +41,7 @@ def device_scope(name: str | None):
 
 
 # XLA's CPU backend hands every convolution to YNNPACK. For the gradient convolutions of a
-# training step those kernels were 2-3x slower than XLA's own on a 2-core AVX2 EPYC: the
+# training step those kernels were 2.5-3.4x slower than XLA's own on a 2-core AVX2 EPYC: the
 # compact model's step took 9.1 s, 4.25 s without them (experiments/results/
 # cpu_training_convolutions_avx2.json). Training opts out; the codec does not, because a
 # bitstream must be decoded with the kernels that encoded it (docs/bitstream.md, section 7).
