@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import pathlib
+import shlex
 import statistics
 import subprocess
 import sys
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     print(name, result["ms_median"][name], flush=True)
   import jax  # pylint: disable=import-outside-toplevel
   result["jax"] = jax.__version__
-  result["command"] = " ".join(["python", "experiments/bench_cpu_convolutions.py",
+  result["command"] = shlex.join(["python", "experiments/bench_cpu_convolutions.py",
                                 *(argv if argv is not None else sys.argv[1:])])
   if args.out:
     pathlib.Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

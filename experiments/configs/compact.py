@@ -29,8 +29,8 @@ The run was first planned as 40 k steps (drops at 32 k and 38 k) for GPU slots. 
 been lent so far and a 2-core CPU slot gives about 1.9 k steps of 128x128 crops, so at
 step 6833 (four CPU slots) the plan was cut to 10 k steps: the first drop at step 7500,
 the second at 9500. The seventh CPU slot reached step 10 000, so the schedule is complete
-(experiments/results/README.md). Should a GPU come, a longer run continues from the shipped state with a
-warm restart: `compact_gpu.py`, 40 k steps with drops at 32 k and 38 k (Adam's moments stay
+(experiments/results/README.md). Should a GPU come, a longer run continues from the shipped
+state with a warm restart: `compact_gpu.py`, 40 k steps with drops at 32 k and 38 k (Adam's moments stay
 valid; only the step size goes back up).
 """
 
