@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from msinn_jax import cli
-from msinn_jax.rd.plot import plot_rd
+from msinn_jax.rd.plot import curve_style, plot_rd
 from msinn_jax.rd.results import RDCurve, RDError
 from msinn_jax.tools.common import json_text
 
@@ -133,6 +133,13 @@ def test_plot_drops_panels_no_curve_has(tmp_path):
   assert (tmp_path / "rd.svg").stat().st_size > 0
   with pytest.raises(RDError, match="none of the curves"):
     plot_rd([curve], tmp_path / "rd.png", metrics=("ms-ssim-rgb",))
+
+
+def test_plot_tells_apart_more_curves_than_colours():
+  styles = [tuple(sorted(curve_style(i).items())) for i in range(40)]
+  assert len(set(styles)) == 40
+  assert {s["color"] for s in map(curve_style, range(40))} == {f"C{i}" for i in range(10)}
+  assert curve_style(0)["linestyle"] == "-" and curve_style(10)["linestyle"] != "-"
 
 
 @pytest.mark.parametrize("flag, value, message", [

@@ -18,6 +18,15 @@ _PANELS = {
     "ms-ssim-rgb": ("ms-ssim", "MS-SSIM-RGB (dB)"),
     "ms-ssim": ("ms-ssim", "MS-SSIM-RGB (dB)"),
 }
+# After the ten colours of matplotlib's cycle, curves repeat a colour with another line
+# style and marker, so that every curve of a plot is told apart (4 x 10 = 40 styles).
+_LINES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
+
+
+def curve_style(index: int) -> dict[str, str]:
+  """Colour, line style and marker of the `index`-th curve of a plot."""
+  linestyle, marker = _LINES[index // 10 % len(_LINES)]
+  return {"color": f"C{index % 10}", "linestyle": linestyle, "marker": marker}
 
 
 def plot_rd(curves: Sequence[RDCurve], out_path: str | pathlib.Path,
@@ -66,9 +75,9 @@ def plot_rd(curves: Sequence[RDCurve], out_path: str | pathlib.Path,
         continue
       rate, q = curve.rate(), curve.quality_db(quality)
       order = np.argsort(rate)
-      # Colour by curve, not by line drawn, so a curve keeps its colour in every panel.
-      ax.plot(rate[order], q[order], marker="o", markersize=3.5, linewidth=1.3,
-              color=f"C{i % 10}", label=curve.name)
+      # Styled by curve, not by line drawn, so a curve keeps its look in every panel.
+      ax.plot(rate[order], q[order], markersize=3.5, linewidth=1.3, label=curve.name,
+              **curve_style(i))
     ax.set_xlabel("Rate (bpp)")
     ax.set_ylabel(label)
     ax.grid(True, which="major", alpha=0.4)
