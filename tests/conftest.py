@@ -35,6 +35,19 @@ os.environ["JAX_COMPILATION_CACHE_DIR"] = JAX_CACHE
 os.environ.pop("MSINN_COMPILATION_CACHE", None)
 
 
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory) -> str:
+  """The small test model (`helpers.SMALL`, weights from `init_model` on a 64x64 image)
+  as a checkpoint file, one path for the whole session. The codec tests, `msinn
+  compress`/`decompress`/`eval`/`reencode` all load it through `cached_codec`, which
+  keeps one codec per path: its programs are traced and compiled once for the session,
+  not once per test module."""
+  from helpers import image, init_model, save_checkpoint, SMALL
+  _, variables = init_model(SMALL, image(0, 1, 64, 64))
+  return str(save_checkpoint(tmp_path_factory.mktemp("small") / "small.npz", SMALL,
+                             variables["params"]))
+
+
 # Training runs shared by tests/test_train.py and tests/test_train_parallel.py: the
 # compilation cache above, one folder of images and one reference run per session.
 

@@ -3,7 +3,6 @@ what every command sets up (its imports, the compilation cache)."""
 
 from __future__ import annotations
 
-import json
 import pathlib
 import subprocess
 import sys
@@ -13,23 +12,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import image, init_model, small_config
+from helpers import image
 from msinn_jax import cli
 from msinn_jax.cli import main
 from msinn_jax.codec import Codec
-from msinn_jax.convert import export_state_dict
-from msinn_jax.tools.common import compilation_cache_dir, enable_compilation_cache
+from msinn_jax.tools.common import cached_codec, compilation_cache_dir, enable_compilation_cache
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-  config = small_config()
-  _, variables = init_model(config, image(0, 1, 64, 64))
-  path = tmp_path_factory.mktemp("ckpt") / "small.npz"
-  sd = export_state_dict(variables["params"], config)
-  np.savez(path, config_json=json.dumps(config.to_dict()),
-           **{f"param/{k}": v for k, v in sd.items()})
-  return str(path), Codec(config, variables)
+def ckpt(small_checkpoint):
+  """(path, the codec the CLI loads from it: one per path and session)."""
+  return small_checkpoint, cached_codec(small_checkpoint)[0]
 
 
 @pytest.fixture(scope="module")

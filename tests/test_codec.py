@@ -14,18 +14,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import image, init_model, small_config
+from helpers import image
 from msinn_jax import coding, schedule
 from msinn_jax.codec import Codec, padding
 from msinn_jax.errors import BitstreamError, UserError
 from msinn_jax.model import MSINN
+from msinn_jax.tools.common import cached_codec
 
 
 @pytest.fixture(scope="module")
-def codec():
-  config = small_config()
-  _, variables = init_model(config, image(0, 1, 64, 64))
-  return Codec(config, variables)
+def codec(small_checkpoint):
+  """The small test model's codec, the very one `msinn compress --checkpoint` uses."""
+  return cached_codec(small_checkpoint)[0]
 
 
 def _photo(h, w, seed=0):

@@ -73,10 +73,11 @@ def test_default_rates_and_bad_arguments(tmp_path, capsys):
 def test_a_decoder_that_disagrees_makes_the_demo_fail(tmp_path, capsys, monkeypatch):
   from helpers import break_decoder
   from msinn_jax.tools.common import cached_codec
-  codec, _ = cached_codec("untrained")  # The very codec the demo gets (cached per spec).
+  # The very codec the demo gets (cached per spec), on the crops of the end-to-end test
+  # above: its compiled programs serve this run too.
+  codec, _ = cached_codec("default")  # `--checkpoint`'s default.
   break_decoder(codec, monkeypatch)
-  code = main(["demo", "--checkpoint", "untrained", "--out", str(tmp_path), "--size", "32",
-               "--rates", "0"])
+  code = main(["demo", "--out", str(tmp_path), "--size", "64", "--rates", "0"])
   out, err = capsys.readouterr()
   assert code == 1 and "decoder != encoder" in out
   assert "decoder disagreed with the encoder" in err

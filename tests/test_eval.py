@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import break_decoder, image, init_model, small_config
+from helpers import break_decoder, image
 from msinn_jax import eval_lib
 from msinn_jax.cli import main
 from msinn_jax.codec import DecodeMismatchError
-from msinn_jax.convert import export_state_dict
 from msinn_jax.errors import UserError
 from msinn_jax.rd import RDCurve
 from msinn_jax.tools import eval as eval_tool
@@ -34,14 +33,8 @@ def _rgb(seed: int, h: int, w: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-  config = small_config()
-  _, variables = init_model(config, image(0, 1, 64, 64))
-  path = tmp_path_factory.mktemp("ckpt") / "small.npz"
-  sd = export_state_dict(variables["params"], config)
-  np.savez(path, config_json=json.dumps(config.to_dict()),
-           **{f"param/{k}": v for k, v in sd.items()})
-  return str(path)
+def ckpt(small_checkpoint) -> str:
+  return small_checkpoint  # The session's small model (conftest.py), shared with the codec tests.
 
 
 @pytest.fixture(scope="module")

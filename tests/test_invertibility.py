@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import image, init_model, perturb, small_config
+from helpers import image, init_model, perturb, save_checkpoint, small_config
 from msinn_jax.cli import main
 from msinn_jax.convert import export_state_dict
 from msinn_jax.flow.multiscale import MultiScaleFlow
@@ -106,10 +106,7 @@ def test_bad_inputs_are_refused(model):
 def files(model, tmp_path_factory):
   config, params = model
   root = tmp_path_factory.mktemp("inv")
-  path = root / "small.npz"
-  sd = export_state_dict(params, config)
-  np.savez(path, config_json=json.dumps(config.to_dict()),
-           **{f"param/{k}": v for k, v in sd.items()})
+  path = save_checkpoint(root / "small.npz", config, params)
   folder = root / "images"
   folder.mkdir()
   for seed, (h, w) in enumerate([(30, 45), (64, 64)]):
@@ -168,12 +165,9 @@ def test_cli_table_and_errors(files, capsys):
 def test_non_finite_round_trip_exits_1_with_valid_json(model, files, capsys, tmp_path):
   config, params = model
   ckpt, folder = files
-  sd = export_state_dict(params, config)
   key = "g_a0.0.actnorm.bias"  # The first piece of the flow: NaN reaches everything.
-  sd[key] = np.full_like(sd[key], np.nan)
-  broken = tmp_path / "nan.npz"
-  np.savez(broken, config_json=json.dumps(config.to_dict()),
-           **{f"param/{k}": v for k, v in sd.items()})
+  nan = np.full_like(export_state_dict(params, config)[key], np.nan)
+  broken = save_checkpoint(tmp_path / "nan.npz", config, params, **{key: nan})
   code = main(["check-invertibility", str(folder / "im1.png"), "--checkpoint", str(broken),
                "--json"])
   out, err = capsys.readouterr()

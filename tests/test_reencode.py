@@ -9,30 +9,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import break_decoder, image, init_model, small_config
+from helpers import break_decoder, image
 from msinn_jax.cli import main
 from msinn_jax.codec import DecodeMismatchError
-from msinn_jax.convert import export_state_dict
 from msinn_jax.errors import UserError
 from msinn_jax.reencode import reencode
 from msinn_jax.tools.common import cached_codec
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, small_checkpoint):
   """(checkpoint path, the CLI's own cached codec, PNG path, its pixels)."""
-  config = small_config()
-  _, variables = init_model(config, image(0, 1, 64, 64))
   root = tmp_path_factory.mktemp("reencode")
-  ckpt = root / "small.npz"
-  sd = export_state_dict(variables["params"], config)
-  np.savez(ckpt, config_json=json.dumps(config.to_dict()),
-           **{f"param/{k}": v for k, v in sd.items()})
   rgb = np.asarray(np.round(image(1, 1, 30, 45)[0] * 255), np.uint8)
   png = root / "in.png"
   Image.fromarray(rgb).save(png)
-  codec, _ = cached_codec(str(ckpt))  # The codec the CLI will use: compiled once.
-  return str(ckpt), codec, str(png), rgb
+  codec, _ = cached_codec(small_checkpoint)  # The codec the CLI will use: compiled once.
+  return small_checkpoint, codec, str(png), rgb
 
 
 def _psnr(a, b):
