@@ -14,7 +14,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 # what is tested (2 AVX2 cores): XLA_FLAGS=--xla_backend_optimization_level=0 cuts a cold
 # compile of the training step 65 -> 37 s and test_codec + test_context 313 -> 220 s, but
 # changes float32 results (the parity test's bits moved 3e-6 relative against 1e-7, past
-# its 1e-6 bound); level 1, or --xla_cpu_use_fusion_emitters=false, saved nothing.
+# its 1e-6 bound); level 1, --xla_cpu_use_fusion_emitters=false or
+# --xla_llvm_disable_expensive_passes=true saved nothing, and XLA's own convolution kernels
+# instead of YNNPACK's (the training flag, msinn_jax.tools.common) some 7%, too little to
+# test the codec on other kernels than the ones `msinn compress` uses.
 
 # Random-number quality does not matter for test weights, and the counter-based default
 # (threefry) triples the XLA compile time of `Module.init` on CPU.
