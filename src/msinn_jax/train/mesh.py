@@ -15,6 +15,12 @@ Multi-process on CPU. Checked with jax 0.10.2: `jax_cpu_collectives_implementati
 already defaults to `"gloo"` (choices: gloo, mpi, megascale), so
 `jax.distributed.initialize` alone gives working cross-process collectives on CPU; no
 config update is needed (older JAX versions required setting it).
+
+Every process compiles the training step itself. JAX can instead compile on one process
+and send the program to the others (`jax_share_binary_between_hosts`), but it is left
+off: with jax 0.10.2 on CPU, two processes hang in their first collective (Orbax's
+`sync_global_devices`) when it is on, and NVIDIA's JAX-Toolbox turned it off after hangs
+on GPU clusters (NVIDIA/JAX-Toolbox#612).
 """
 
 from __future__ import annotations
