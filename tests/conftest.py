@@ -41,14 +41,16 @@ os.environ.pop("MSINN_COMPILATION_CACHE", None)
 @pytest.fixture(scope="session")
 def small_checkpoint(tmp_path_factory) -> str:
   """The small test model (`helpers.SMALL`, weights from `init_model` on a 64x64 image)
-  as a checkpoint file, one path for the whole session. The codec tests, `msinn
+  as a weights file, one path for the whole session. The codec tests, `msinn
   compress`/`decompress`/`eval`/`reencode` all load it through `cached_codec`, which
-  keeps one codec per path: its programs are traced and compiled once for the session,
-  not once per test module."""
-  from helpers import image, init_model, save_checkpoint, SMALL
+  keeps the codecs of the two most recent paths (this one and the demo's default model):
+  its programs are traced and compiled once for the session, not once per test module."""
+  from helpers import image, init_model, SMALL
+  from msinn_jax.train.portable import save_weights
   _, variables = init_model(SMALL, image(0, 1, 64, 64))
-  return str(save_checkpoint(tmp_path_factory.mktemp("small") / "small.npz", SMALL,
-                             variables["params"]))
+  path = tmp_path_factory.mktemp("small") / "small.npz"
+  save_weights(path, variables["params"], SMALL, card={})
+  return str(path)
 
 
 # Training runs shared by tests/test_train.py and tests/test_train_parallel.py: the

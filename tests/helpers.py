@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
 from msinn_jax.config import ModelConfig
-from msinn_jax.convert import export_state_dict
 from msinn_jax.model import MSINN
 
 # A configuration small enough for 2 CPU cores but with every path of the paper's. One
@@ -61,16 +57,6 @@ def init_model(config: ModelConfig, x: jax.Array, seed: int = 0):
   rngs = {"params": jax.random.key(seed), "noise": jax.random.key(seed + 1)}
   variables = jax.jit(model.init)(rngs, x, 0)
   return model, {"params": perturb(variables["params"], seed)}
-
-
-def save_checkpoint(path: pathlib.Path, config: ModelConfig, params,
-                    **replace: np.ndarray) -> pathlib.Path:
-  """Writes `params` as a checkpoint every `--checkpoint` option reads (the official
-  names, the config as JSON); `replace` swaps arrays by official name."""
-  sd = {**export_state_dict(params, config), **replace}
-  np.savez(path, config_json=json.dumps(config.to_dict()),
-           **{f"param/{k}": v for k, v in sd.items()})
-  return path
 
 
 def break_decoder(codec, monkeypatch) -> None:

@@ -9,14 +9,16 @@ import json
 import jax
 import numpy as np
 import pytest
+from flax import traverse_util
 from PIL import Image
 
-from helpers import image, init_model, perturb, save_checkpoint, small_config
+from helpers import image, init_model, perturb, small_config
 from msinn_jax.cli import main
-from msinn_jax.convert import export_state_dict
+from msinn_jax.convert import official_key
 from msinn_jax.flow.multiscale import MultiScaleFlow
 from msinn_jax.invertibility import InvertibilityChecker
 from msinn_jax.tools.check_invertibility import expand_images
+from msinn_jax.train.portable import save_weights
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +108,8 @@ def test_bad_inputs_are_refused(model):
 def files(model, tmp_path_factory):
   config, params = model
   root = tmp_path_factory.mktemp("inv")
-  path = save_checkpoint(root / "small.npz", config, params)
+  path = root / "small.npz"
+  save_weights(path, params, config, card={})
   folder = root / "images"
   folder.mkdir()
   for seed, (h, w) in enumerate([(30, 45), (64, 64)]):
@@ -165,9 +168,12 @@ def test_cli_table_and_errors(files, capsys):
 def test_non_finite_round_trip_exits_1_with_valid_json(model, files, capsys, tmp_path):
   config, params = model
   ckpt, folder = files
-  key = "g_a0.0.actnorm.bias"  # The first piece of the flow: NaN reaches everything.
-  nan = np.full_like(export_state_dict(params, config)[key], np.nan)
-  broken = save_checkpoint(tmp_path / "nan.npz", config, params, **{key: nan})
+  flat = traverse_util.flatten_dict(params)
+  # The first piece of the flow: NaN reaches everything.
+  first = next(p for p in flat if official_key(p, config) == "g_a0.0.actnorm.bias")
+  flat[first] = np.full_like(flat[first], np.nan)
+  broken = tmp_path / "nan.npz"
+  save_weights(broken, traverse_util.unflatten_dict(flat), config, card={})
   code = main(["check-invertibility", str(folder / "im1.png"), "--checkpoint", str(broken),
                "--json"])
   out, err = capsys.readouterr()
