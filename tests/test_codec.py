@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import types
 import zlib
 
 import hypothesis
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from helpers import image
+from msinn_jax import codec as codec_lib
 from msinn_jax import coding, schedule
 from msinn_jax.codec import Codec, padding
 from msinn_jax.errors import BitstreamError, UserError
@@ -74,6 +76,20 @@ def test_encoder_without_reconstruction_writes_the_same_bytes(codec, monkeypatch
   # Neither the last slice's LRP and inverse flow nor the post-filter ran.
   assert finished == list(range(codec.config.num_slices - 1)) and outputs == []
   np.testing.assert_array_equal(codec.decompress(lean.data).image, full.reconstruction)
+
+
+def test_encoding_time_stops_when_the_bytes_are_ready(codec, monkeypatch):
+  # A clock that only moves while the post-filter runs: the encoder's time must not see it.
+  now = [0.0]
+  monkeypatch.setattr(codec_lib, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+  output = codec._output
+  def slow_output(*a):
+    now[0] += 1000.0
+    return output(*a)
+  monkeypatch.setattr(codec, "_output", slow_output)
+  enc = codec.compress(_photo(17, 33, seed=3), 2)
+  assert enc.seconds < 1000.0 and enc.reconstruction is not None
+  assert codec.decompress(enc.data).seconds >= 1000.0  # The decoder's image is its output.
 
 
 def test_rate_does_not_recompile(codec):

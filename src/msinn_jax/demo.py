@@ -108,7 +108,7 @@ class DemoPoint:
     bpp: actual bits per pixel of the `.msinn` stream (header included).
     estimated_bpp: the model's estimate (-log2 likelihood of the symbols) per pixel.
     psnr: PSNR (dB, peak 255) of the decoded image.
-    encode_ms: wall time of `Codec.compress`.
+    encode_ms: wall time of `Codec.compress` until the bytes were ready.
     decode_ms: wall time of `Codec.decompress`.
     decoded: the decoded image, [H, W, 3] uint8.
     matches_encoder: whether the decoder reproduced the encoder's reconstruction bit

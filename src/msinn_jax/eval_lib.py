@@ -89,7 +89,7 @@ class ImageResult:
     bpp_estimated: the model's estimate, -log2 likelihood of the symbols per pixel.
     psnr: PSNR-RGB in dB on 8-bit values.
     ms_ssim: MS-SSIM-RGB on 8-bit values, in [0, 1].
-    encoding_time: seconds.
+    encoding_time: seconds until the bytes were ready (`EncodeResult.seconds`).
     decoding_time: seconds.
   """
   bpp: float
