@@ -100,6 +100,36 @@ def test_bad_inputs_give_one_line_errors(ckpt, png, tmp_path, capsys):
                          "no such checkpoint")
 
 
+def test_outputs_are_refused_before_any_work(ckpt, png, tmp_path, capsys, monkeypatch):
+  path, _ = ckpt
+  src, _ = png
+  def no_model(*args):
+    raise AssertionError("the model ran before the output was checked")
+  for tool in ("compress", "decompress", "reencode"):
+    monkeypatch.setattr(f"msinn_jax.tools.{tool}.cached_codec", no_model)
+  monkeypatch.setattr("msinn_jax.tools.eval._cached_evaluator", no_model)
+  victim = tmp_path / "victim.png"
+  victim.write_bytes(pathlib.Path(src).read_bytes())
+  (tmp_path / "folder.png").mkdir()
+  (tmp_path / "s.msinn").write_bytes(b"not read")
+  q = ["-q", "1", "--checkpoint", path]
+  cases = [
+      (["compress", str(victim), "-o", str(victim), *q], "it is the input"),
+      (["compress", src, "-o", str(tmp_path / "missing" / "a.msinn"), *q], "no such folder"),
+      (["compress", src, "-o", str(tmp_path), *q], "it is a folder"),
+      (["decompress", str(tmp_path / "s.msinn"), "-o", str(tmp_path / "folder.png")],
+       "it is a folder"),
+      (["reencode", str(victim), "-o", str(victim), *q], "it is the input"),
+      (["eval", str(tmp_path), "-o", str(tmp_path / "folder.png")], "it is a folder"),
+      (["plot", "ref:kodak/vtm", "-o", str(tmp_path / "missing" / "rd.png")], "no such folder"),
+  ]
+  for argv, pattern in cases:
+    code, _, err = _run(capsys, *argv)
+    _assert_one_line_error(code, err, pattern)
+    assert ".tmp-" not in err
+  assert victim.read_bytes() == pathlib.Path(src).read_bytes()
+
+
 def test_grayscale_and_rgba_are_coded_as_rgb(ckpt, png, tmp_path, capsys):
   path, _ = ckpt
   _, rgb = png
@@ -109,6 +139,8 @@ def test_grayscale_and_rgba_are_coded_as_rgb(ckpt, png, tmp_path, capsys):
     code, _, err = _run(capsys, "compress", str(tmp_path / name), "-o",
                         str(tmp_path / f"{name}.msinn"), "-q", "1", "--checkpoint", path)
     assert code == 0, err
+    if name == "a.png":  # Said in one line, without Python's source excerpt.
+      assert err.strip() == f"msinn compress: warning: {tmp_path / name}: alpha channel dropped"
     code, _, err = _run(capsys, "decompress", str(tmp_path / f"{name}.msinn"), "-o",
                         str(tmp_path / f"{name}.out.png"), "--checkpoint", path)
     assert code == 0, err

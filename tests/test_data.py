@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pathlib
+import struct
 import sys
 import threading
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -77,6 +79,31 @@ def test_sixteen_bit_grayscale_keeps_its_range_in_training_and_is_refused_elsewh
   np.testing.assert_array_equal(rgb[0, :, 0], [0, 1, 255])
   with pytest.raises(UserError, match="deep.png: image mode 'I;16' is not supported"):
     data.ImageFolderSource(tmp_path)[0]
+
+
+def _png_16_bits_per_channel(path: pathlib.Path, rgb: np.ndarray) -> None:
+  """Writes [H, W, 3] uint16 as a 48-bit PNG (PIL writes none): signature, IHDR, IDAT, IEND."""
+  h, w, _ = rgb.shape
+  rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rgb)
+  def chunk(kind, body):
+    return (struct.pack(">I", len(body)) + kind + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+  path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                   + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                   + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_rgb_is_refused_where_pil_would_drop_the_low_byte(tmp_path):
+  x = np.array([[[0, 1000, 65535], [258, 2, 40000]]], dtype=np.uint16)
+  _png_16_bits_per_channel(tmp_path / "deep.png", x)
+  with Image.open(tmp_path / "deep.png") as img:
+    assert img.mode == "RGB"  # What PIL reports: nothing in the mode tells.
+  with pytest.raises(UserError, match="deep.png: RGB with 16 bits per channel"):
+    read_rgb(tmp_path / "deep.png")
+  rgb = data.ImageFolderSource(tmp_path, lenient=True)[0]  # Training: the high bytes.
+  np.testing.assert_array_equal(rgb, x >> 8)
+  Image.fromarray((x >> 8).astype(np.uint8)).save(tmp_path / "eight.png")
+  np.testing.assert_array_equal(read_rgb(tmp_path / "eight.png"), x >> 8)
 
 
 @pytest.mark.parametrize("shape", [(10, 7), (1, 1), (16, 3), (40, 30)])

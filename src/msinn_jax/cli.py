@@ -10,8 +10,11 @@ and printed as one line, with exit status 2; a decoder that disagrees with its e
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
+import os
 import sys
+import warnings
 
 from msinn_jax.errors import DecodeMismatchError, UserError
 from msinn_jax.tools.common import enable_compilation_cache
@@ -40,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _show_warning(command, default, message, category, filename, lineno, file=None,
+                  line=None):
+  """Our own notices (an alpha channel dropped, an unreadable file skipped) as one line
+  `msinn CMD: warning: ...`; other libraries' warnings as Python shows them."""
+  if issubclass(category, UserWarning) and f"{os.sep}msinn_jax{os.sep}" in filename:
+    print(f"msinn {command}: warning: {message}", file=sys.stderr if file is None else file)
+  else:
+    default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
@@ -47,9 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.print_help()
     return 1
   try:
-    if hasattr(args, "device"):  # A command that runs the model (`add_model_args`).
-      enable_compilation_cache(args.device)
-    return int(args.func(args) or 0)
+    with warnings.catch_warnings():
+      warnings.showwarning = functools.partial(_show_warning, args.command,
+                                               warnings.showwarning)
+      if hasattr(args, "device"):  # A command that runs the model (`add_model_args`).
+        enable_compilation_cache(args.device)
+      return int(args.func(args) or 0)
   except UserError as e:
     print(f"msinn {args.command}: error: {e}", file=sys.stderr)
     return 2

@@ -3,8 +3,9 @@
 Strict (the default: what is compressed or evaluated): RGB; grayscale ("L", "1") and
 palette ("P") images are converted to RGB (grayscale becomes three equal channels); an
 alpha channel ("RGBA", "LA", "PA") is dropped, since the codec codes colour only.
-Refused: 16-bit, 32-bit integer and float images ("I;16", "I", "F") and CMYK, which would
-lose precision or colour silently. Lenient (training crops, where an approximation costs
+Refused: 16-bit, 32-bit integer and float images ("I;16", "I", "F"; also 16 bits per
+channel RGB(A), which PIL opens as 8-bit "RGB" by dropping the low byte) and CMYK, which
+would lose precision or colour silently. Lenient (training crops, where an approximation costs
 nothing): 16-bit grayscale is reduced to 8 bits by dropping the low byte instead of being
 clipped at 255, and any other mode is converted by PIL.
 """
@@ -57,6 +58,18 @@ def to_rgb_uint8(image: Image.Image, *, lenient: bool = False) -> np.ndarray:
   return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
+def _bits_per_channel_over_8(image: Image.Image) -> bool:
+  """Whether the file stores more than 8 bits per channel though PIL's mode says 8 (a
+  48-bit PNG or TIFF opens as "RGB"): its raw mode, e.g. "RGB;16B", says so. Call before
+  `load()`, which forgets it."""
+  for tile in getattr(image, "tile", None) or ():
+    raw = tile.args if isinstance(tile.args, str) else (tile.args or ("",))[0]
+    # ";16" plus a byte order (B, L, N). Not "BGR;16": a BMP's 5-6-5 bits, under 8.
+    if isinstance(raw, str) and raw[-4:] in (";16B", ";16L", ";16N"):
+      return True
+  return False
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
   """Reads an image file as [H, W, 3] uint8 under the strict policy (module docstring).
 
@@ -68,6 +81,9 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     raise UserError(f"no such image file: {path}")
   try:
     with Image.open(path) as img:
+      if img.mode in ACCEPTED_MODES and _bits_per_channel_over_8(img):
+        raise UserError(f"{img.mode} with 16 bits per channel is not supported; the codec "
+                        "takes 8 bits per channel: convert the image first")
       img.load()
       if "A" in img.mode:
         warnings.warn(f"{path}: alpha channel dropped", stacklevel=2)
@@ -108,6 +124,28 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
   write_bytes(path, buf.getvalue())
 
 
+def check_writable(path: str | os.PathLike, *, inputs: tuple[str | os.PathLike, ...] = ()
+                   ) -> None:
+  """Refuses, before any work, an output file `write_bytes` could not write or should not.
+
+  Raises:
+    UserError: its folder does not exist or cannot be written, it is a folder, or it is
+      one of the command's `inputs` (writing it would destroy what is being read).
+  """
+  path = pathlib.Path(path)
+  folder = path.parent
+  if path.is_dir():
+    raise UserError(f"cannot write {path}: it is a folder; give a file name")
+  if not folder.is_dir():
+    raise UserError(f"cannot write {path}: no such folder {folder}")
+  if not os.access(folder, os.W_OK | os.X_OK):
+    raise UserError(f"cannot write {path}: folder {folder} is not writable")
+  for source in inputs:
+    if path.exists() and os.path.exists(source) and os.path.samefile(path, source):
+      raise UserError(f"cannot write {path}: it is the input {os.fspath(source)}; "
+                      "give another output name")
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
   """Writes a file atomically."""
   path = os.fspath(path)
@@ -117,7 +155,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
       f.write(data)
     os.replace(tmp, path)
   except OSError as e:
-    raise UserError(f"cannot write {path}: {e}") from None
+    raise UserError(f"cannot write {path}: {e.strerror or e}") from None
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)

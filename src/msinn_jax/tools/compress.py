@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from msinn_jax.image_io import read_rgb, write_bytes
+from msinn_jax.image_io import check_writable, read_rgb, write_bytes
 from msinn_jax.tools.common import add_model_args, cached_codec, device_scope
 
 
@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
   """Runs `compress`; returns the exit code."""
+  check_writable(args.output, inputs=(args.input,))
   image = read_rgb(args.input)
   with device_scope(args.device):
     codec, description = cached_codec(args.checkpoint)

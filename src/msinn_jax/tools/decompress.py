@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from msinn_jax.image_io import OUTPUT_FORMATS, output_format, read_bytes, write_image
+from msinn_jax.image_io import (OUTPUT_FORMATS, check_writable, output_format, read_bytes,
+                                write_image)
 from msinn_jax.tools.common import add_model_args, cached_codec, device_scope
 
 
@@ -23,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
   """Runs `decompress`; returns the exit code."""
   output_format(args.output)  # Refuse a name we cannot write before decoding.
+  check_writable(args.output, inputs=(args.input,))
   data = read_bytes(args.input)
   with device_scope(args.device):
     codec, description = cached_codec(args.checkpoint)

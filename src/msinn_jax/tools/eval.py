@@ -19,8 +19,7 @@ import functools
 import pathlib
 
 from msinn_jax import eval_lib
-from msinn_jax.errors import UserError
-from msinn_jax.image_io import write_bytes
+from msinn_jax.image_io import check_writable, write_bytes
 from msinn_jax.tools.common import add_model_args, cached_codec, device_scope, json_text
 
 
@@ -58,8 +57,8 @@ def _cached_evaluator(spec: str | None) -> tuple[eval_lib.Evaluator, str]:
 def run(args: argparse.Namespace) -> int:
   """Runs the sweep, prints the table, writes the JSON; returns the exit code."""
   output = pathlib.Path(args.output) if args.output else None
-  if output is not None and not output.parent.is_dir():
-    raise UserError(f"cannot write {output}: no such folder {output.parent}")
+  if output is not None:  # Before the sweep, which can take an hour.
+    check_writable(output, inputs=(args.dataset,))
   images, names = eval_lib.open_dataset(args.dataset)
   with device_scope(args.device):
     evaluator, model_description = _cached_evaluator(args.checkpoint)

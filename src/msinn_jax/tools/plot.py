@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from msinn_jax.errors import UserError
+from msinn_jax.image_io import check_writable
 from msinn_jax.rd.plot import plot_rd
 from msinn_jax.rd.reference import load_curve
 
@@ -36,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
   """Writes the figure; returns the exit code."""
+  check_writable(args.output, inputs=tuple(c for c in args.curves if not c.startswith("ref:")))
   curves = [load_curve(spec) for spec in args.curves]
   try:
     panels = plot_rd(curves, args.output, metrics=_METRICS[args.metric], title=args.title)

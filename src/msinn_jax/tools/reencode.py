@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from msinn_jax.image_io import output_format, read_rgb, write_image
+from msinn_jax.image_io import check_writable, output_format, read_rgb, write_image
 from msinn_jax.reencode import reencode
 from msinn_jax.tools.common import add_model_args, cached_codec, device_scope, json_text
 
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
   """Runs the generations and prints the table (or JSON); returns the exit code."""
   if args.output:
     output_format(args.output)  # Refuse a name we cannot write before the generations.
+    check_writable(args.output, inputs=(args.input,))
   image = read_rgb(args.input)
   with device_scope(args.device):
     codec, description = cached_codec(args.checkpoint)
