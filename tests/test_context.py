@@ -86,6 +86,9 @@ def test_gain_interpolation():
 def test_gain_units_give_the_named_table_of_a_slice():
   units, rate = GainUnits(anchor_num=3, channels=6), jnp.array([1.0, 2.0])
   variables = units.init(jax.random.key(0), "gain", rate, 0, 6)
+  # Every table exists from the start, one row per anchor, whichever one is asked for.
+  assert {n: t.shape for n, t in variables["params"].items()} == \
+      {n: (3, 6) for n in GAIN_TABLES}
   tables = {n: jnp.arange(18.0).reshape(3, 6) + 10 * i for i, n in enumerate(GAIN_TABLES)}
   for name in GAIN_TABLES:
     v = units.apply({"params": tables}, name, rate, 2, 3)
