@@ -109,6 +109,13 @@ def test_cli_prints_the_resolved_config_and_reports_bad_overrides(capsys):
   assert cli.main(argv + ["--set", "train.num_steps=x"]) == 2
   assert "train.num_steps expects int" in capsys.readouterr().err
   assert cli.main(["train", "--config", "missing.py", "--workdir", "unused"]) == 2
+  not_python = CONFIGS.parent / "results" / "README.md"
+  for config, message in ((not_python, "not a Python file"), (CONFIGS, "is a folder")):
+    assert cli.main(["train", "--config", str(config), "--workdir", "unused"]) == 2
+    assert message in capsys.readouterr().err
+  assert cli.main(["train", "--config", str(CONFIGS / "smoke.py"), "--workdir",
+                   str(not_python)]) == 2
+  assert "is a file; give a folder" in capsys.readouterr().err
   for limit in ("nan", "0", "-5"):  # NaN would pass a `<= 0` test and never stop the run.
     with pytest.raises(SystemExit) as exit_info:
       cli.main(argv + ["--time-limit", limit])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 
 from msinn_jax.errors import UserError
 from msinn_jax.tools.common import (enable_compilation_cache, positive_float,
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
   if args.print_config:
     print(json.dumps(config_lib.to_dict(config), indent=2))
     return 0
+  if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
+    raise UserError(f"--workdir {args.workdir} is a file; give a folder (new or a run's)")
   # Imported late: `--print-config` and `--help` need no JAX.
   from msinn_jax.train import train_lib
   # The library's own messages (start, resume, fine-tune) on stderr; not Orbax's.

@@ -17,8 +17,10 @@ All Orbax specifics live in this file, so a move to Orbax's v1 API
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -145,8 +147,30 @@ class Checkpointer:
     except (ValueError, KeyError, TypeError) as e:
       raise CheckpointError(
           f"checkpoint {self.directory / str(step)} does not match the expected state: "
-          f"{e}") from e
+          f"{self._difference(step, abstract_state, e)}") from e
     return restored[STATE], restored[CONFIG]
+
+  def _difference(self, step: int, abstract_state: Any, error: Exception) -> str:
+    """What differs between checkpoint `step` and `abstract_state`, in a line or two (Orbax
+    lists every leaf: some 100 KB for a weights-only checkpoint against a training state)."""
+    wanted = _leaf_paths(abstract_state)
+    try:
+      saved = _leaf_paths(self._manager.item_metadata(step)[STATE])
+    except (OSError, ValueError, KeyError, TypeError):
+      saved = wanted
+    if saved == wanted:  # Same entries; shapes or dtypes differ: Orbax's words, shortened.
+      text = " ".join(str(error).split())
+      return text if len(text) <= 400 else text[:400] + " ..."
+    parts = []
+    for label, paths in (("missing", wanted - saved), ("unexpected", saved - wanted)):
+      if paths:
+        more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+        parts.append(f"{len(paths)} entries {label} ({', '.join(sorted(paths)[:3])}{more})")
+    if any(p.startswith("opt_state/") for p in wanted) and \
+        all(p.startswith("params/") for p in saved):
+      parts.append("a weights-only checkpoint (`msinn convert`, an exported .npz) starts a "
+                   "run through `--set train.init_from=PATH`, not as its workdir")
+    return "; ".join(parts)
 
   def saved_config(self, step: int) -> dict[str, Any]:
     """The config saved with checkpoint `step`, reading nothing else.
@@ -229,10 +253,12 @@ def load_params(path: str | os.PathLike[str],
   """
   root, step = _resolve_checkpoint(path)
   handlers = {STATE: ocp.PyTreeCheckpointHandler(), CONFIG: ocp.JsonCheckpointHandler()}
-  manager = ocp.CheckpointManager(
-      root,
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0),
-      item_handlers=handlers)
+  with _without_read_only_notice():
+    manager = ocp.CheckpointManager(
+        root,
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                             save_interval_steps=0),
+        item_handlers=handlers)
   try:
     step = manager.latest_step() if step is None else step
     if step is None:
@@ -260,3 +286,23 @@ def load_params(path: str | os.PathLike[str],
   finally:
     manager.close()
   return restored[STATE]["params"], restored[CONFIG]
+
+
+def _leaf_paths(tree: Any) -> set[str]:
+  """The leaves of a pytree as 'a/b/c' paths."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path, simple=True, separator="/") for path, _ in leaves}
+
+
+@contextlib.contextmanager
+def _without_read_only_notice():
+  """Drops Orbax's "Given directory is read only" warning, which every reader that asks
+  for `read_only` gets (each `msinn compress --checkpoint DIR` printed it), and only it."""
+  def keep(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Given directory is read only")
+  logger = logging.getLogger("absl")
+  logger.addFilter(keep)
+  try:
+    yield
+  finally:
+    logger.removeFilter(keep)

@@ -348,9 +348,13 @@ def load_config_file(path: str | os.PathLike[str]) -> ExperimentConfig:
     UserError: the file is missing, has no `get_config`, or returns something else.
   """
   path = pathlib.Path(path)
+  if path.is_dir():
+    raise UserError(f"config file {str(path)!r} is a folder; give a .py file")
   if not path.is_file():
     raise UserError(f"config file {str(path)!r} does not exist")
   spec = importlib.util.spec_from_file_location(f"_msinn_config_{path.stem}", path)
+  if spec is None:
+    raise UserError(f"config file {str(path)!r} is not a Python file (.py)")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   get_config = getattr(module, "get_config", None)
