@@ -74,6 +74,9 @@ def test_errors():
     bd.bd_rate(_RATE, _PSNR, -_RATE, _PSNR)
   with pytest.raises(RDError, match="repeated"):
     bd.bd_rate(_RATE, _PSNR, _RATE, np.full_like(_PSNR, 30.))
+  repeated = np.r_[_RATE[0], _RATE[:-1]]  # Named in bpp, as given, not as log rates.
+  with pytest.raises(RDError, match=rf"test rate: repeated values \[{repeated[0]}, {repeated[0]},"):
+    bd.bd_psnr(_RATE, _PSNR, repeated, _PSNR)
   with pytest.raises(ValueError, match="cubic"):
     bd.bd_rate(_RATE, _PSNR, _RATE, _PSNR, method="linear")
 

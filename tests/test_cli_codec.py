@@ -95,6 +95,10 @@ def test_bad_inputs_give_one_line_errors(ckpt, png, tmp_path, capsys):
                                "-q", "1", "--checkpoint", path)[::2], "not supported")
   _assert_one_line_error(*_run(capsys, "compress", src, "-o", out, "-q", "9",
                                "--checkpoint", path)[::2], "outside")
+  _assert_one_line_error(*_run(capsys, "compress", str(tmp_path), "-o", out, "-q", "1",
+                               "--checkpoint", path)[::2], "is a folder; give an image file")
+  _assert_one_line_error(*_run(capsys, "decompress", str(tmp_path), "-o", str(tmp_path / "d.png"),
+                               "--checkpoint", path)[::2], "is a folder; give a file")
   _assert_one_line_error(*_run(capsys, "compress", src, "-o", out, "-q", "1",
                                "--checkpoint", str(tmp_path / "nope.npz"))[::2],
                          "no such checkpoint")

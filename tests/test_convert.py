@@ -179,6 +179,14 @@ def test_convert_command_writes_a_loadable_checkpoint(small, tmp_path, capsys):
   code = main(["convert", str(src), "-o", str(tmp_path / "k3"), "--config",
                '{"spatial_context_num": 3}'])
   assert code == 0 and load_model(str(tmp_path / "k3")).config.spatial_context_num == 3
+  # Files that are no checkpoint: said so, not NumPy's advice to unpickle or a call for torch.
+  (tmp_path / "image.npz").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+  (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+  for bad, message in (("image.npz", "is not a .npz archive"),
+                       ("image.png", "not a checkpoint file")):
+    assert main(["convert", str(tmp_path / bad), "-o", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "pickle" not in err and "needs torch" not in err, err
 
 
 def test_checkpoint_whose_config_does_not_fit_its_params_is_refused(small, tmp_path):

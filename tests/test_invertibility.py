@@ -143,7 +143,7 @@ def test_cli_json_matches_the_library(model, files, capsys):
       expected.round_trip.max_abs_error, rel=1e-6, abs=1e-9)
 
 
-def test_cli_table_and_errors(files, capsys):
+def test_cli_table_and_errors(files, capsys, monkeypatch):
   ckpt, folder = files
   code = main(["check-invertibility", str(folder / "im1.png"), "--checkpoint", ckpt,
                "--precision", "highest"])
@@ -163,6 +163,12 @@ def test_cli_table_and_errors(files, capsys):
   nested.mkdir()
   (nested / "copy.png").write_bytes((folder / "im1.png").read_bytes())
   assert expand_images([str(empty)]) == [str(nested / "copy.png")]
+  # A broken file after a good one stops the command before the model checks either.
+  (nested / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+  monkeypatch.setattr("msinn_jax.weights.load_model", lambda *a: pytest.fail("model loaded"))
+  code = main(["check-invertibility", str(empty), "--checkpoint", ckpt])
+  _, err = capsys.readouterr()
+  assert code == 2 and "zz_broken.png: not a readable image" in err
 
 
 def test_non_finite_round_trip_exits_1_with_valid_json(model, files, capsys, tmp_path):

@@ -32,6 +32,8 @@ from msinn_jax.errors import CheckpointError, UserError
 from msinn_jax.flow.mixing import lu_from_matrix, permutation_indices
 
 # What numpy raises for a damaged or truncated .npz (stored or deflated).
+# The file names PyTorch checkpoints go by (`torch.save`; the official code writes .pth.tar).
+TORCH_EXTENSIONS = (".pth", ".pth.tar", ".tar", ".pt")
 NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 # Official entries that carry no parameters of this model.
@@ -250,6 +252,8 @@ def load_official(path: str | os.PathLike, config: ModelConfig | None = None,
   if not os.path.isfile(path):
     raise CheckpointError(f"no such checkpoint file: {path}")
   if path.endswith(".npz"):
+    if not zipfile.is_zipfile(path):  # Else NumPy suggests unpickling it.
+      raise CheckpointError(f"{path} is not a .npz archive")
     try:
       with np.load(path, allow_pickle=False) as z:
         sd = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
@@ -261,8 +265,11 @@ def load_official(path: str | os.PathLike, config: ModelConfig | None = None,
         config = ModelConfig.from_dict(json.loads(cfg_json))
       except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: bad config_json: {e}") from None
-  else:
+  elif path.endswith(TORCH_EXTENSIONS):
     sd = _read_torch(path)
+  else:
+    raise CheckpointError(f"{path}: not a checkpoint file (expected "
+                          f"{', '.join(TORCH_EXTENSIONS)} or .npz)")
   if not sd:
     raise CheckpointError(f"{path} holds no parameters")
   config = config or infer_config(sd)

@@ -77,6 +77,8 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     UserError: no such file, not an image, or a mode the codec does not take.
   """
   path = os.fspath(path)
+  if os.path.isdir(path):
+    raise UserError(f"{path} is a folder; give an image file")
   if not os.path.isfile(path):
     raise UserError(f"no such image file: {path}")
   try:
@@ -163,6 +165,8 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def read_bytes(path: str | os.PathLike) -> bytes:
   path = os.fspath(path)
+  if os.path.isdir(path):
+    raise UserError(f"{path} is a folder; give a file")
   if not os.path.isfile(path):
     raise UserError(f"no such file: {path}")
   try:

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from msinn_jax.config import ModelConfig
-from msinn_jax.convert import NPZ_ERRORS, abstract_params, check_fit, load_official
+from msinn_jax.convert import (NPZ_ERRORS, TORCH_EXTENSIONS, abstract_params, check_fit,
+                               load_official)
 from msinn_jax.errors import CheckpointError
 
 DEFAULT_WEIGHTS = pathlib.Path(__file__).with_name("data") / "default_model.npz"
@@ -133,7 +134,7 @@ def load_model(spec: str | os.PathLike | None) -> LoadedModel:
       raise CheckpointError(f"{path}: checkpoint has no usable model config ({e})") from None
     check_fit(params, abstract_params(config), f"checkpoint {path} (with its saved config)")
     return LoadedModel(config, {"params": params}, f"checkpoint {path}")
-  if path.endswith((".pth", ".pth.tar", ".tar", ".pt", ".npz")):
+  if path.endswith((*TORCH_EXTENSIONS, ".npz")):
     config, variables = load_official(path)
     card = read_card(path) if path.endswith(".npz") else {}
     if card:  # Written by `msinn_jax.train.portable`.

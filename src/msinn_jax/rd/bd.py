@@ -89,8 +89,10 @@ def bd_psnr(rate_anchor: np.ndarray, quality_anchor: np.ndarray,
     RDError: as for `bd_rate`, with rates in place of qualities.
   """
   fit = _fit_fn(method)
-  lr_a, q_a = _points(np.log(_rates(rate_anchor, "anchor")), quality_anchor, "anchor rate")
-  lr_t, q_t = _points(np.log(_rates(rate_test, "test")), quality_test, "test rate")
+  lr_a, q_a = _points(np.log(_rates(rate_anchor, "anchor")), quality_anchor, "anchor rate",
+                      shown=np.exp)
+  lr_t, q_t = _points(np.log(_rates(rate_test, "test")), quality_test, "test rate",
+                      shown=np.exp)
   log_min = None if min_rate is None else np.log(min_rate)
   log_max = None if max_rate is None else np.log(max_rate)
   lo, hi = overlap(lr_a, lr_t, log_min, log_max, "log-rate")
@@ -152,8 +154,10 @@ def _rates(rate: np.ndarray, which: str) -> np.ndarray:
   return rate
 
 
-def _points(x: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
-  """Validated 1-D float64 points sorted by strictly increasing x."""
+def _points(x: np.ndarray, y: np.ndarray, what: str, shown=lambda v: v
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """Validated 1-D float64 points sorted by strictly increasing x; `shown(x)` is x as
+  messages give it (the rates, where x is their logarithm)."""
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
   if x.ndim != 1 or x.shape != y.shape:
     raise RDError(f"{what}: rate and quality must be 1-D of equal length, "
@@ -165,5 +169,6 @@ def _points(x: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.nda
   order = np.argsort(x, kind="stable")
   x, y = x[order], y[order]
   if np.any(np.diff(x) <= 0):
-    raise RDError(f"{what}: repeated values {x.tolist()}; each point needs its own value")
+    values = ", ".join(f"{v:.6g}" for v in shown(x))
+    raise RDError(f"{what}: repeated values [{values}]; each point needs its own value")
   return x, y

@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def expand_images(paths: list[str]) -> list[str]:
-  """Files as given, folders replaced by the image files under them (as `msinn eval`)."""
+  """Files as given, folders replaced by the image files under them (the scan of `msinn
+  eval`, `image_io.list_images`)."""
   out = []
   for path in paths:
     if os.path.isdir(path):
@@ -63,14 +64,14 @@ def expand_images(paths: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
   """Checks every image and prints the table (or JSON); returns the exit code."""
   from msinn_jax.weights import load_model
-  paths = expand_images(args.images)
+  # Every image read before the model runs: a bad file stops the command at once.
+  images = [(path, read_rgb(path)) for path in expand_images(args.images)]
   with device_scope(args.device):
     loaded = load_model(args.checkpoint)
     checker = InvertibilityChecker(loaded.config, loaded.variables["params"], args.dtype,
                                    args.precision)
     entries = []
-    for path in paths:
-      rgb = read_rgb(path)
+    for path, rgb in images:
       x = codec_input(rgb, loaded.config)
       entries.append(_entry(path, rgb.shape, x.shape, checker.check(x)))
   report = {

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from msinn_jax.image_io import check_writable, read_rgb, write_bytes
-from msinn_jax.tools.common import add_model_args, cached_codec, device_scope
+from msinn_jax.tools.common import add_model_args, cached_codec, device_scope, finite_float
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
   p = subparsers.add_parser("compress", help="compress an image into a .msinn file")
   p.add_argument("input", help="image file (RGB; grayscale/palette converted, alpha dropped)")
   p.add_argument("-o", "--output", required=True, help="output .msinn file")
-  p.add_argument("-q", "--quality", type=float, required=True,
+  p.add_argument("-q", "--quality", type=finite_float, required=True,
                  help="rate: an anchor index 0..anchor_num-1, or any value in between")
   add_model_args(p)
   p.set_defaults(func=run)

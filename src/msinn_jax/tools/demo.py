@@ -17,7 +17,7 @@ from msinn_jax.errors import DecodeMismatchError, UserError
 from msinn_jax.image_io import write_image
 from msinn_jax.invertibility import InvertibilityChecker, codec_input
 from msinn_jax.rd.plot import plot_rd
-from msinn_jax.tools.common import add_model_args, cached_codec, device_scope
+from msinn_jax.tools.common import add_model_args, cached_codec, device_scope, finite_float
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
       formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--out", default="msinn-demo",
                  help="folder for the plot, results JSON and PNGs (default: %(default)s)")
-  p.add_argument("--rates", type=float, nargs="+", default=None, metavar="R",
+  p.add_argument("--rates", type=finite_float, nargs="+", default=None, metavar="R",
                  help="rates to code at (default: four anchors from lowest to highest)")
   p.add_argument("--size", type=int, default=256,
                  help="side of the centre crops of the samples (default: %(default)s)")

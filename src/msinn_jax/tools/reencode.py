@@ -13,7 +13,8 @@ import os
 
 from msinn_jax.image_io import check_writable, output_format, read_rgb, write_image
 from msinn_jax.reencode import reencode
-from msinn_jax.tools.common import add_model_args, cached_codec, device_scope, json_text
+from msinn_jax.tools.common import (add_model_args, cached_codec, device_scope, finite_float,
+                                    json_text)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
       "reencode", help="PSNR and bpp over k successive compress/decompress generations",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("input", metavar="IMAGE", help="image file")
-  p.add_argument("-q", "--quality", type=float, required=True,
+  p.add_argument("-q", "--quality", type=finite_float, required=True,
                  help="rate: an anchor index 0..anchor_num-1, or any value in between")
   p.add_argument("-k", "--generations", type=int, default=10,
                  help="number of generations (default: %(default)s)")
