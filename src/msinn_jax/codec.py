@@ -30,22 +30,27 @@ import numpy as np
 from flax import traverse_util
 
 from msinn_jax import coding, gain, schedule
+from msinn_jax.coding.container import MAX_DIM
 from msinn_jax.config import ModelConfig
 from msinn_jax.entropy import gaussian_likelihood
 from msinn_jax.errors import BitstreamError, DecodeMismatchError, UserError
 from msinn_jax.model import MSINN
 
-MAX_SIDE = 65536
+MAX_SIDE = MAX_DIM  # Largest side a `.msinn` header can declare.
 # Largest padded image the codec runs its networks on (8192 x 8192): a header claiming
 # more is refused before any allocation, however valid its checksums.
 MAX_PIXELS = 2**26
 
 
+def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
+  """(Hp, Wp): the sides rounded up to the multiple, the size the model codes."""
+  return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
 def padding(height: int, width: int, multiple: int) -> tuple[tuple[int, int], tuple[int, int]]:
-  """Centred padding to a multiple, as CompressAI's `compute_padding` (top/left get the
+  """Centred padding to `padded_size`, as CompressAI's `compute_padding` (top/left get the
   smaller half)."""
-  ph = -(-height // multiple) * multiple
-  pw = -(-width // multiple) * multiple
+  ph, pw = padded_size(height, width, multiple)
   top, left = (ph - height) // 2, (pw - width) // 2
   return (top, ph - height - top), (left, pw - width - left)
 
@@ -219,12 +224,11 @@ class Codec:
       raise UserError(f"expected an [H, W, 3] uint8 image, got {image.shape} {image.dtype}")
     h, w, _ = image.shape
     rate_arr = self._check_rate(rate)
-    pad = padding(h, w, self.config.pad_multiple)
-    ph, pw = h + sum(pad[0]), w + sum(pad[1])
+    ph, pw = padded_size(h, w, self.config.pad_multiple)
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE) or ph * pw > MAX_PIXELS:
       raise UserError(f"image size {h}x{w} is outside what the codec takes "
                       f"(sides 1..{MAX_SIDE}, at most {MAX_PIXELS} padded pixels)")
-    x, _ = pad_image(image, self.config.pad_multiple)
+    x, pad = pad_image(image, self.config.pad_multiple)
     stages, estimated, x_tilde, coding_seconds = self._encode(jnp.asarray(x), rate_arr,
                                                               reconstruct)
     header = coding.Header(self.model_id, float(np.float32(rate)), h, w, x.shape[1], x.shape[2],
@@ -291,8 +295,7 @@ class Codec:
     header, stages = coding.unpack(data, expected_model_id=self.model_id)
     cfg = self.config
     ph, pw = header.padded_height, header.padded_width
-    expected_pad = padding(header.height, header.width, cfg.pad_multiple)
-    if (ph, pw) != (header.height + sum(expected_pad[0]), header.width + sum(expected_pad[1])):
+    if (ph, pw) != padded_size(header.height, header.width, cfg.pad_multiple):
       raise BitstreamError(f"header sizes {header.height}x{header.width} padded to {ph}x{pw} "
                            f"do not match this model's padding to {cfg.pad_multiple}")
     if ph * pw > MAX_PIXELS:
@@ -324,7 +327,8 @@ class Codec:
 
     shapes = schedule.slice_shapes(cfg, 1, ph, pw)
     _, x_tilde = schedule.run(cfg, self._ops(rate_arr), shapes, code)
-    image = crop(self._output(self.variables, x_tilde), expected_pad)
+    image = crop(self._output(self.variables, x_tilde),
+                 padding(header.height, header.width, cfg.pad_multiple))
     return DecodeResult(image, header.rate, time.perf_counter() - start, coding_seconds)
 
   def _check_stream_rate(self, rate: float) -> jax.Array:

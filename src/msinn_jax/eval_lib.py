@@ -52,7 +52,7 @@ import numpy as np
 import tqdm
 
 from msinn_jax import gain, metrics
-from msinn_jax.codec import Codec, crop, pad_image, padding
+from msinn_jax.codec import Codec, crop, pad_image, padded_size
 from msinn_jax.errors import UserError
 
 TFDS_PREFIX = "tfds:"
@@ -185,8 +185,7 @@ class Evaluator:
 
   def padded_shape(self, image: np.ndarray) -> tuple[int, int]:
     """(Hp, Wp) the model codes an [H, W, 3] image at."""
-    (top, bottom), (left, right) = padding(*image.shape[:2], self.codec.config.pad_multiple)
-    return image.shape[0] + top + bottom, image.shape[1] + left + right
+    return padded_size(*image.shape[:2], self.codec.config.pad_multiple)
 
   # --- One image at one rate -------------------------------------------------------------
 

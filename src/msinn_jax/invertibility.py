@@ -77,7 +77,7 @@ class PieceError:
 
 
 @dataclasses.dataclass(frozen=True)
-class RoundTrip:
+class FlowRoundTrip:
   """Error of the whole round trip g_s(g_a(x)) against x.
 
   Attributes:
@@ -117,7 +117,7 @@ class InvertibilityReport:
   """
 
   pieces: tuple[PieceError, ...]
-  round_trip: RoundTrip
+  round_trip: FlowRoundTrip
   logdet_of_units: float
   path_mismatch: float
 
@@ -253,7 +253,7 @@ class InvertibilityChecker:
     params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, dt), self._params)
     return x.astype(dt)[None], params
 
-  def round_trip(self, x: np.ndarray | jax.Array) -> RoundTrip:
+  def round_trip(self, x: np.ndarray | jax.Array) -> FlowRoundTrip:
     """Only the whole g_s(g_a(x)) check (cheaper than `check`).
 
     Args:
@@ -263,13 +263,14 @@ class InvertibilityChecker:
       x, params = self._cast(x)
       return self._whole(x, {"params": params})[0]
 
-  def _whole(self, x: jax.Array, variables: Any) -> tuple[RoundTrip, list[jax.Array]]:
+  def _whole(self, x: jax.Array, variables: Any) -> tuple[FlowRoundTrip, list[jax.Array]]:
     latents, ld_a = _analysis(self._flow, variables, x)
     x_back, ld_s = _synthesis(self._flow, variables, latents)
     err = np.abs(np.asarray(x_back, np.float64) - np.asarray(x, np.float64))
     mse = float(np.mean(err**2))
     psnr = 10 * math.log10(1 / mse) if mse > 0 else math.inf
-    result = RoundTrip(float(err.max()), float(err.mean()), psnr, float(ld_a[0]), float(ld_s[0]))
+    result = FlowRoundTrip(float(err.max()), float(err.mean()), psnr, float(ld_a[0]),
+                           float(ld_s[0]))
     return result, latents
 
   def check(self, x: np.ndarray | jax.Array) -> InvertibilityReport:
