@@ -182,7 +182,7 @@ def test_convert_command_writes_a_loadable_checkpoint(small, tmp_path, capsys):
   # Files that are no checkpoint: said so, not NumPy's advice to unpickle or a call for torch.
   (tmp_path / "image.npz").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
   (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
-  for bad, message in (("image.npz", "is not a .npz archive"),
+  for bad, message in (("image.npz", "not a .npz (zip) archive"),
                        ("image.png", "not a checkpoint file")):
     assert main(["convert", str(tmp_path / bad), "-o", str(tmp_path / "new")]) == 2
     err = capsys.readouterr().err

@@ -253,7 +253,7 @@ def load_official(path: str | os.PathLike, config: ModelConfig | None = None,
     raise CheckpointError(f"no such checkpoint file: {path}")
   if path.endswith(".npz"):
     if not zipfile.is_zipfile(path):  # Else NumPy suggests unpickling it.
-      raise CheckpointError(f"{path} is not a .npz archive")
+      raise CheckpointError(f"cannot read {path}: not a .npz (zip) archive")
     try:
       with np.load(path, allow_pickle=False) as z:
         sd = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
