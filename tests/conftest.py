@@ -27,15 +27,36 @@ jax.config.update("jax_default_prng_impl", "unsafe_rbg")
 # training subprocesses. The tests build many models and codecs of the same few small
 # configurations, and every new `jax.jit` wrapper of an identical program would compile it
 # again (seconds to minutes each on a slow 2-core CPU); with the cache, it compiles once.
-# Fresh for each session and removed at exit, so no run sees another's programs.
-JAX_CACHE = tempfile.mkdtemp(prefix="msinn-tests-jax-cache-")
-atexit.register(shutil.rmtree, JAX_CACHE, ignore_errors=True)
+# Fresh for each session and removed at exit, so no run sees another's programs. Under
+# pytest-xdist the workers use the controller's: they start after it has loaded this file,
+# and inherit its environment.
+JAX_CACHE = os.environ.get("MSINN_TESTS_JAX_CACHE")
+if JAX_CACHE is None:
+  JAX_CACHE = tempfile.mkdtemp(prefix="msinn-tests-jax-cache-")
+  os.environ["MSINN_TESTS_JAX_CACHE"] = JAX_CACHE
+  atexit.register(shutil.rmtree, JAX_CACHE, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", JAX_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 # Subprocesses (training runs, `msinn` commands) use it too, never a cache in the home folder.
 os.environ["JAX_COMPILATION_CACHE_DIR"] = JAX_CACHE
 os.environ.pop("MSINN_COMPILATION_CACHE", None)
+
+
+# pytest-xdist (pyproject.toml: `-n auto --maxprocesses 4 --dist loadfile`) runs each
+# module whole on one worker, handing modules out in collection order: the longest go
+# first (timings on 2 AVX2 cores), so that the last to start is a short one. test_codec
+# comes between the two training modules so that one of them trains the shared reference
+# run (`reference`) while the other worker compiles codecs instead of waiting for it.
+LONGEST_FIRST = ("test_train.py", "test_codec.py", "test_train_parallel.py", "test_context.py",
+                 "test_portable.py", "test_flow.py", "test_compute_dtype.py",
+                 "test_invertibility.py", "test_parity.py", "test_eval.py", "test_demo.py",
+                 "test_cli_codec.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # Stable: else as found.
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +86,7 @@ def cache_dir() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> pathlib.Path:
   import train_runs
-  return train_runs.make_image_folder(train_runs.session_dir(tmp_path_factory, "images"))
+  return train_runs.image_folder(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

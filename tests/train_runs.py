@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+import filelock
 import numpy as np
 from PIL import Image
 
@@ -156,20 +157,38 @@ def kill_after_checkpoint(workdir: pathlib.Path, sets: list[str], cache_dir: pat
 
 
 def session_dir(tmp_path_factory, name: str) -> pathlib.Path:
-  """`<session basetemp>/<name>`, the same path from every test module of the session."""
-  path = tmp_path_factory.getbasetemp() / name
+  """`<session basetemp>/<name>`, the same path from every test module of the session, and
+  from every worker under pytest-xdist (the workers' basetemps share a parent)."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent
+  path = base / name
   path.mkdir(parents=True, exist_ok=True)
   return path
+
+
+def once(folder: pathlib.Path, make) -> pathlib.Path:
+  """Calls `make(folder)` unless a process of this session (an xdist worker) has already
+  made it; the others wait for it. Returns the folder."""
+  done = folder / "DONE"
+  with filelock.FileLock(f"{folder}.lock"):
+    if not done.exists():
+      shutil.rmtree(folder, ignore_errors=True)
+      folder.mkdir(parents=True)
+      make(folder)
+      done.write_text("ok")
+  return folder
+
+
+def image_folder(tmp_path_factory) -> pathlib.Path:
+  """The session's folder of training images (`make_image_folder`)."""
+  return once(session_dir(tmp_path_factory, "images"), make_image_folder)
 
 
 def reference_run(tmp_path_factory, folder: pathlib.Path,
                   cache_dir: pathlib.Path) -> pathlib.Path:
   """The workdir of the reference run (one device), trained once per session."""
-  workdir = tmp_path_factory.getbasetemp() / "reference"
-  done = workdir / "DONE"
-  if not done.exists():
-    shutil.rmtree(workdir, ignore_errors=True)
+  def train_reference(workdir):
     code, log = train(workdir, overrides(folder), cache_dir)
     assert code == 0, log[-3000:]
-    done.write_text("ok")
-  return workdir
+  return once(session_dir(tmp_path_factory, "reference"), train_reference)
