@@ -4,8 +4,8 @@
 
 It listens to `jax.monitoring`'s duration events of the compile pipeline in the pytest
 process (not in the training subprocesses some tests start), so it needs one: `-n 0`
-turns off the pytest-xdist workers that pyproject.toml's addopts start. At the end it prints the
-totals and the slowest tests; with `COMPILE_TIMES_OUT=path.tsv` it also writes one row per
+turns off the pytest-xdist workers that pyproject.toml's addopts start. At the end it
+prints the totals and the slowest tests; with `COMPILE_TIMES_OUT=path.tsv` it also writes one row per
 test, slowest first: wall seconds, then the seconds of each event.
 """
 

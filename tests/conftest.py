@@ -45,7 +45,7 @@ os.environ.pop("MSINN_COMPILATION_CACHE", None)
 
 # pytest-xdist (pyproject.toml: `-n auto --maxprocesses 4 --dist loadfile`) runs each
 # module whole on one worker, handing modules out in collection order: the longest go
-# first (timings on 2 AVX2 cores), so that the last to start is a short one. test_codec
+# first (`--durations` on 2 AVX2 cores), so that the last to start is a short one. test_codec
 # comes between the two training modules so that one of them trains the shared reference
 # run (`reference`) while the other worker compiles codecs instead of waiting for it.
 LONGEST_FIRST = ("test_train.py", "test_codec.py", "test_train_parallel.py", "test_context.py",

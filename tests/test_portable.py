@@ -121,7 +121,7 @@ def test_import_without_optimizer_keeps_the_step_and_schedule(tmp_path, referenc
     target = portable._restore_target(portable._abstract(config))
     item, _ = ckpt.restore(step, target)
   counts = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(item["opt_state"])[0]
-            if portable._path_key(path).endswith("count")]
+            if checkpoint_lib.path_key(path).endswith("count")]
   assert counts and all(int(c) == step for c in counts)
   assert int(item["step"]) == step and item["data_state"]["step"] == step
 

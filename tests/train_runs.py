@@ -157,14 +157,12 @@ def kill_after_checkpoint(workdir: pathlib.Path, sets: list[str], cache_dir: pat
 
 
 def session_dir(tmp_path_factory, name: str) -> pathlib.Path:
-  """`<session basetemp>/<name>`, the same path from every test module of the session, and
-  from every worker under pytest-xdist (the workers' basetemps share a parent)."""
+  """`<session basetemp>/<name>` (not created), the same path from every test module of the
+  session, and from every worker under pytest-xdist (the workers' basetemps share a parent)."""
   base = tmp_path_factory.getbasetemp()
   if os.environ.get("PYTEST_XDIST_WORKER"):
     base = base.parent
-  path = base / name
-  path.mkdir(parents=True, exist_ok=True)
-  return path
+  return base / name
 
 
 def once(folder: pathlib.Path, make) -> pathlib.Path:

@@ -31,9 +31,9 @@ from msinn_jax.config import ModelConfig
 from msinn_jax.errors import CheckpointError, UserError
 from msinn_jax.flow.mixing import lu_from_matrix, permutation_indices
 
-# What numpy raises for a damaged or truncated .npz (stored or deflated).
 # The file names PyTorch checkpoints go by (`torch.save`; the official code writes .pth.tar).
 TORCH_EXTENSIONS = (".pth", ".pth.tar", ".tar", ".pt")
+# What numpy raises for a damaged or truncated .npz (stored or deflated).
 NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 # Official entries that carry no parameters of this model.

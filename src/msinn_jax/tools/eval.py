@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
   """Runs the sweep, prints the table, writes the JSON; returns the exit code."""
   output = pathlib.Path(args.output) if args.output else None
   if output is not None:  # Before the sweep, which can take an hour.
-    check_writable(output, inputs=(args.dataset,))
+    check_writable(output)
   images, names = eval_lib.open_dataset(args.dataset)
   with device_scope(args.device):
     evaluator, model_description = _cached_evaluator(args.checkpoint)

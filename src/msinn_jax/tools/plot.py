@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
   """Writes the figure; returns the exit code."""
-  check_writable(args.output, inputs=tuple(c for c in args.curves if not c.startswith("ref:")))
+  check_writable(args.output, inputs=tuple(args.curves))  # `ref:` specs are no files.
   curves = [load_curve(spec) for spec in args.curves]
   try:
     panels = plot_rd(curves, args.output, metrics=_METRICS[args.metric], title=args.title)

@@ -157,8 +157,9 @@ class Checkpointer:
     try:
       saved = _leaf_paths(self._manager.item_metadata(step)[STATE])
     except (OSError, ValueError, KeyError, TypeError):
-      saved = wanted
-    if saved == wanted:  # Same entries; shapes or dtypes differ: Orbax's words, shortened.
+      saved = None
+    if saved is None or saved == wanted:
+      # No metadata, or the same entries with other shapes or dtypes: Orbax's words, shortened.
       text = " ".join(str(error).split())
       return text if len(text) <= 400 else text[:400] + " ..."
     parts = []
@@ -288,10 +289,14 @@ def load_params(path: str | os.PathLike[str],
   return restored[STATE]["params"], restored[CONFIG]
 
 
+def path_key(path: tuple[Any, ...]) -> str:
+  """A pytree key path as "a/b/c" (`jax.tree_util.tree_flatten_with_path`'s paths)."""
+  return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
 def _leaf_paths(tree: Any) -> set[str]:
-  """The leaves of a pytree as 'a/b/c' paths."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(path, simple=True, separator="/") for path, _ in leaves}
+  """The leaves of a pytree as `path_key`s."""
+  return {path_key(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 @contextlib.contextmanager

@@ -50,10 +50,6 @@ from msinn_jax.weights import read_card  # The card's one reader; re-exported he
 _HALF = ("mu", "nu")  # Optimizer leaves stored as bfloat16.
 
 
-def _path_key(path: tuple[Any, ...]) -> str:
-  return jax.tree_util.keystr(path, simple=True, separator="/")
-
-
 def _abstract(config: ExperimentConfig) -> TrainState:
   from msinn_jax.model import MSINN  # pylint: disable=import-outside-toplevel
   mesh = mesh_lib.make_mesh()
@@ -100,7 +96,7 @@ def export_run(workdir: str | os.PathLike[str], weights_path: str | os.PathLike[
               "rng_key_data": np.asarray(jax.random.key_data(item["rng"])),
               "experiment_json": np.asarray(json.dumps(to_dict(config)))}
     for path, leaf in jax.tree_util.tree_flatten_with_path(item["opt_state"])[0]:
-      key, leaf = _path_key(path), np.asarray(leaf)
+      key, leaf = checkpoint_lib.path_key(path), np.asarray(leaf)
       if any(part in _HALF for part in key.split("/")):
         arrays[f"opt_bf16/{key}"] = leaf.astype(ml_dtypes.bfloat16).view(np.uint16)
       else:
@@ -159,7 +155,7 @@ def import_run(weights_path: str | os.PathLike[str], state_path: str | os.PathLi
   if not restored:
     tx = make_optimizer(config.optim)
     opt_state = jax.tree_util.tree_map_with_path(
-        lambda p, leaf: jnp.full_like(leaf, step) if _path_key(p).endswith("count") else leaf,
+        lambda p, leaf: jnp.full_like(leaf, step) if checkpoint_lib.path_key(p).endswith("count") else leaf,
         state_from_params(params, tx).opt_state)
   source = _num_examples(config)
   global_batch = data_lib.global_batch_size_for(config.train.per_device_batch_size)
@@ -180,7 +176,7 @@ def _read_opt_state(path: str | os.PathLike[str], abstract: Any) -> tuple[Any | 
     saved_step = int(z["step"])
     leaves = []
     for p, a in jax.tree_util.tree_flatten_with_path(abstract)[0]:
-      key = _path_key(p)
+      key = checkpoint_lib.path_key(p)
       if f"opt/{key}" in z.files:
         v = z[f"opt/{key}"]
       elif f"opt_bf16/{key}" in z.files:
