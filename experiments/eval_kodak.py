@@ -22,10 +22,11 @@ import time
 import jax
 
 from msinn_jax import eval_lib
+from msinn_jax.jsonio import json_text
 from msinn_jax.rd import RDCurve, bd, load_curve
 from msinn_jax.rd.results import RDError
 from msinn_jax.rd.plot import plot_rd
-from msinn_jax.tools.common import cached_codec, device_scope, json_text
+from msinn_jax.tools.common import cached_codec, device_scope
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_KODAK = REPO.parent / "shared" / "datasets" / "kodak"

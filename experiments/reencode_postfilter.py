@@ -19,7 +19,7 @@ import sys
 from msinn_jax.codec import Codec
 from msinn_jax.image_io import read_rgb
 from msinn_jax.reencode import reencode
-from msinn_jax.tools.common import json_text
+from msinn_jax.jsonio import json_text
 from msinn_jax.weights import load_model
 
 

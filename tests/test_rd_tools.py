@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from msinn_jax import cli
+from msinn_jax.jsonio import json_text
 from msinn_jax.rd.plot import curve_style, plot_rd
 from msinn_jax.rd.results import RDCurve, RDError
-from msinn_jax.tools.common import json_text
 
 _BPP = [0.1, 0.2, 0.4, 0.8, 1.6]
 _PSNR = [28., 31., 34., 37., 40.]
@@ -125,6 +125,28 @@ def test_plot_cli_writes_png(tmp_path, capsys):
                       "-o", str(out_path), "--title", "Kodak")
   assert code == 0 and "psnr-rgb, ms-ssim-rgb" in out
   assert out_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out_path.stat().st_size > 10_000
+
+
+def test_non_finite_points_are_saved_as_null_refused_by_bd_rate_and_not_drawn(tmp_path, capsys):
+  psnr = list(_PSNR)
+  psnr[1], psnr[3] = float("nan"), float("inf")  # A diverged point; an exact round trip.
+  RDCurve("gaps", {"bpp": _BPP, "psnr-rgb": psnr}).save(tmp_path / "gaps.json")
+  text = (tmp_path / "gaps.json").read_text()
+  assert "NaN" not in text and "Infinity" not in text
+  assert json.loads(text)["results"]["psnr-rgb"] == [28., None, 34., None, 40.]
+  loaded = RDCurve.load(tmp_path / "gaps.json").quality_db("psnr")
+  np.testing.assert_array_equal(np.isnan(loaded), [False, True, False, True, False])
+
+  code, out, err = _run(capsys, "bd-rate", str(tmp_path / "gaps.json"), "--anchor",
+                        "ref:kodak/vtm")
+  assert code == 2 and out == "" and err == (
+      "msinn bd-rate: error: curve 'gaps': points 2, 4 of 5 have no finite bpp and psnr; "
+      "BD figures need every point finite\n")
+  code, out, err = _run(capsys, "plot", str(tmp_path / "gaps.json"), "ref:kodak/vtm",
+                        "-o", str(tmp_path / "rd.png"))
+  assert code == 0 and (tmp_path / "rd.png").stat().st_size > 0
+  assert err == ("msinn plot: warning: curve 'gaps': 2 of 5 points have no finite bpp and "
+                 "psnr; drawn without them\n")
 
 
 def test_plot_drops_panels_no_curve_has(tmp_path):

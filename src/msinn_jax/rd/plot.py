@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pathlib
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,7 +41,8 @@ def plot_rd(curves: Sequence[RDCurve], out_path: str | pathlib.Path,
   panel no curve can fill is dropped.
 
   Args:
-    curves: the curves, drawn in this order (lines with markers, points sorted by rate).
+    curves: the curves, drawn in this order (lines with markers, points sorted by rate;
+      a point with a NaN or infinite value is left out, with a warning).
     out_path: where to write the figure.
     metrics: panels, as results keys: "psnr-rgb" and/or "ms-ssim-rgb".
     title: optional figure title.
@@ -74,6 +76,11 @@ def plot_rd(curves: Sequence[RDCurve], out_path: str | pathlib.Path,
       if not curve.has_quality(quality):
         continue
       rate, q = curve.rate(), curve.quality_db(quality)
+      drawn = np.isfinite(rate) & np.isfinite(q)
+      if not np.all(drawn):  # A gap in the line would hide which points are missing.
+        warnings.warn(f"curve {curve.name!r}: {np.sum(~drawn)} of {len(rate)} points have no "
+                      f"finite bpp and {quality}; drawn without them", stacklevel=2)
+        rate, q = rate[drawn], q[drawn]
       order = np.argsort(rate)
       # Styled by curve, not by line drawn, so a curve keeps its look in every panel.
       ax.plot(rate[order], q[order], markersize=3.5, linewidth=1.3, label=curve.name,

@@ -7,7 +7,8 @@ One file holds one curve (one codec, one dataset, one point per rate setting):
                "encoding_time": [...], "decoding_time": [...]}}
 
 as written by `compressai.utils.eval_model` and stored under CompressAI's `results/`.
-Every list in `results` has one value per point. Any metric may be missing; other keys,
+Every list in `results` has one value per point; a null (how `jsonio.json_text` writes a
+NaN or an infinity) reads as NaN. Any metric may be missing; other keys,
 inside `results` (e.g. "bpp-estimated", "ms-ssim-rgb-db") or beside it (e.g.
 "settings"), are kept as they are and written back unchanged.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,6 +26,7 @@ import numpy as np
 
 from msinn_jax.errors import UserError
 from msinn_jax.image_io import write_bytes
+from msinn_jax.jsonio import json_text
 
 RATE_KEY = "bpp"
 
@@ -91,7 +94,9 @@ class RDCurve:
       raise RDError(f"{source}: the curve has no points")
     extra = {k: v for k, v in obj.items() if k not in ("name", "description", "results")}
     return cls(name=name, description=description,
-               results={k: [float(v) for v in vs] for k, vs in results.items()}, extra=extra)
+               results={k: [math.nan if v is None else float(v) for v in vs]
+                        for k, vs in results.items()},
+               extra=extra)
 
   def to_json(self) -> dict[str, Any]:
     """The CompressAI JSON object: name, description, results, then the extra keys."""
@@ -122,8 +127,8 @@ class RDCurve:
     return curve
 
   def save(self, path: str | pathlib.Path) -> None:
-    """Writes the curve as indented JSON (atomically)."""
-    write_bytes(path, (json.dumps(self.to_json(), indent=2) + "\n").encode())
+    """Writes the curve as indented, strict JSON (atomically; non-finite values as null)."""
+    write_bytes(path, json_text(self.to_json()).encode())
 
   @property
   def num_points(self) -> int:
@@ -169,5 +174,6 @@ def _check_metric(metric: str) -> str:
 
 
 def _is_number(v: Any) -> bool:
-  """A JSON number (bool is an int subclass in Python, so exclude it); NaN/Infinity allowed."""
-  return isinstance(v, (int, float)) and not isinstance(v, bool)
+  """A JSON number (bool is an int subclass in Python, so exclude it), NaN and Infinity
+  included, or null for a non-finite one."""
+  return v is None or isinstance(v, (int, float)) and not isinstance(v, bool)

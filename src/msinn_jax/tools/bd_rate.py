@@ -16,11 +16,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import numpy as np
+
 from msinn_jax.errors import UserError
+from msinn_jax.jsonio import json_text
 from msinn_jax.rd import bd
 from msinn_jax.rd.reference import list_references, load_curve, load_reference
 from msinn_jax.rd.results import RDCurve
-from msinn_jax.tools.common import finite_float, json_text, positive_float
+from msinn_jax.tools.common import finite_float, positive_float
 
 _LABELS = {"psnr": ("PSNR-RGB", "BD-PSNR"), "ms-ssim": ("MS-SSIM-RGB (dB)", "BD-MS-SSIM")}
 
@@ -89,8 +92,8 @@ def _describe(spec: str, curve: RDCurve) -> dict[str, Any]:
 def _bd_figures(test: RDCurve, anchor: RDCurve, metric: str,
                 args: argparse.Namespace) -> dict[str, Any]:
   """BD-rate and BD-quality with both methods, and the intervals they cover."""
-  r_a, q_a = anchor.rate(), anchor.quality_db(metric)
-  r_t, q_t = test.rate(), test.quality_db(metric)
+  r_a, q_a = _finite_points(anchor, metric)
+  r_t, q_t = _finite_points(test, metric)
   quality_interval = bd.overlap(q_a, q_t, args.min_quality, args.max_quality, f"{metric} quality")
   rate_interval = bd.overlap(r_a, r_t, args.min_rate, args.max_rate, "rate")
   return {
@@ -103,6 +106,19 @@ def _bd_figures(test: RDCurve, anchor: RDCurve, metric: str,
           m: bd.bd_psnr(r_a, q_a, r_t, q_t, method=m, min_rate=args.min_rate,
                         max_rate=args.max_rate) for m in bd.METHODS},
   }
+
+
+def _finite_points(curve: RDCurve, metric: str) -> tuple[np.ndarray, np.ndarray]:
+  """The curve's rates and qualities, refused if any is NaN or infinite (a null in the
+  file): a BD figure over fewer points than the curve has would misreport it."""
+  rate, quality = curve.rate(), curve.quality_db(metric)
+  bad = np.flatnonzero(~(np.isfinite(rate) & np.isfinite(quality)))
+  if bad.size:
+    raise UserError(f"curve {curve.name!r}: point{'s' * (bad.size > 1)} "
+                    f"{', '.join(str(i + 1) for i in bad)} of {len(rate)} "
+                    f"{'have' if bad.size > 1 else 'has'} no finite bpp and {metric}; "
+                    f"BD figures need every point finite")
+  return rate, quality
 
 
 def _print_report(report: dict[str, Any]) -> None:

@@ -20,7 +20,8 @@ from msinn_jax.errors import UserError
 from msinn_jax.image_io import IMAGE_EXTENSIONS, list_images, read_rgb
 from msinn_jax.invertibility import (DTYPES, InvertibilityChecker, InvertibilityReport,
                                      codec_input)
-from msinn_jax.tools.common import add_model_args, device_scope, json_text
+from msinn_jax.jsonio import json_text
+from msinn_jax.tools.common import add_model_args, device_scope
 
 PRECISIONS = ("default", "high", "highest")
 

@@ -6,12 +6,10 @@ import argparse
 import contextlib
 import functools
 import importlib.util
-import json
 import math
 import os
 import pathlib
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 
@@ -149,24 +147,4 @@ def positive_float(text: str) -> float:
   value = finite_float(text)
   if value <= 0:
     raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-  return value
-
-
-def json_text(value: Any) -> str:
-  """`value` as indented, strictly valid JSON text ending in a newline.
-
-  JSON has no NaN or infinity; the tools' reports can hold both (an exact round trip has
-  an infinite PSNR, a diverged one a NaN error), so every non-finite float, nested in
-  dicts, lists or tuples, is written as null. The one JSON writer of the tools.
-  """
-  return json.dumps(_finite_or_none(value), indent=2, allow_nan=False) + "\n"
-
-
-def _finite_or_none(value: Any) -> Any:
-  if isinstance(value, dict):
-    return {k: _finite_or_none(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_finite_or_none(v) for v in value]
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
   return value

@@ -20,7 +20,8 @@ import pathlib
 
 from msinn_jax import eval_lib
 from msinn_jax.image_io import check_writable, write_bytes
-from msinn_jax.tools.common import add_model_args, cached_codec, device_scope, json_text
+from msinn_jax.jsonio import json_text
+from msinn_jax.tools.common import add_model_args, cached_codec, device_scope
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

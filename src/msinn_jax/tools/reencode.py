@@ -12,9 +12,9 @@ import argparse
 import os
 
 from msinn_jax.image_io import check_writable, output_format, read_rgb, write_image
+from msinn_jax.jsonio import json_text
 from msinn_jax.reencode import reencode
-from msinn_jax.tools.common import (add_model_args, cached_codec, device_scope, finite_float,
-                                    json_text)
+from msinn_jax.tools.common import add_model_args, cached_codec, device_scope, finite_float
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
