@@ -64,10 +64,18 @@ def test_folder_scan_skips_corrupt_and_converts_to_rgb(source):
   np.testing.assert_array_equal(gray[..., 0], gray[..., 2])
 
 
+def test_strict_folders_keep_unreadable_files_and_fail_on_reading_them(folder):
+  strict = data.ImageFolderSource(folder)  # As `msinn eval` reads it: nothing skipped.
+  names = [p.name for p in strict.paths]
+  assert "corrupt.png" in names and "notes.txt" not in names
+  with pytest.raises(UserError, match="corrupt.png: not a readable image"):
+    strict[names.index("corrupt.png")]
+
+
 def test_folder_without_images_is_a_user_error(tmp_path):
   (tmp_path / "bad.jpg").write_bytes(b"\x00" * 10)
   with pytest.warns(UserWarning), pytest.raises(UserError, match="no readable image"):
-    data.ImageFolderSource(tmp_path)
+    data.ImageFolderSource(tmp_path, lenient=True)
   with pytest.raises(UserError, match="not a folder"):
     data.ImageFolderSource(tmp_path / "missing")
 

@@ -177,6 +177,25 @@ def test_cli_on_mock_tfds(ckpt, tmp_path, capsys):
   assert results["settings"]["dataset"] == "tfds:clic"
 
 
+def test_unreadable_images_stop_the_sweep_before_any_coding(ckpt, images, tmp_path, capsys,
+                                                            monkeypatch):
+  root = tmp_path / "damaged"
+  root.mkdir()
+  Image.fromarray(images[0]).save(root / "a.png")
+  (root / "b.png").write_bytes(b"not an image")  # Fails at the header.
+  Image.fromarray(images[1]).save(root / "c.png")
+  (root / "c.png").write_bytes((root / "c.png").read_bytes()[:100])  # Fails when decoded.
+  coded = []
+  monkeypatch.setattr(eval_lib.Evaluator, "estimate", lambda self, *a: coded.append(a))
+  out_json = tmp_path / "results.json"
+  code, out, err = _run(capsys, "eval", str(root), "--checkpoint", ckpt, "--rates", "0",
+                        "--estimate-only", "-o", str(out_json), "--no-progress")
+  assert code == 2 and out == "" and err.count("\n") == 1, err
+  assert err.startswith("msinn eval: error: 2 of 3 images cannot be evaluated")
+  assert "b.png: not a readable image" in err and "c.png: not a readable image" in err
+  assert not coded and not out_json.exists()
+
+
 def test_cli_errors_are_one_line(ckpt, folder, tmp_path, capsys):
   cases = [
       ((str(tmp_path / "missing"),), "does not exist"),

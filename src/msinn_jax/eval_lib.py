@@ -56,6 +56,8 @@ from msinn_jax.codec import Codec, crop, pad_image, padded_size
 from msinn_jax.errors import UserError
 
 TFDS_PREFIX = "tfds:"
+# How many unreadable images an error message names.
+_MAX_PROBLEMS_SHOWN = 5
 DEFAULT_TFDS_SPLIT = "test"
 
 # Results keys, in output order, and the `ImageResult` field behind each.
@@ -294,13 +296,30 @@ class Evaluator:
     return out
 
   def _groups(self, images: Images) -> dict[tuple[int, int], list[int]]:
-    """Image indexes by padded shape, shapes in order of first appearance."""
+    """Image indexes by padded shape, shapes in order of first appearance.
+
+    Reads every image, before any is coded.
+
+    Raises:
+      UserError: naming every image that cannot be read or is not [H, W, 3].
+    """
     groups: dict[tuple[int, int], list[int]] = {}
+    problems = []
     for i in range(len(images)):
-      image = np.asarray(images[i])
+      try:
+        image = np.asarray(images[i])
+      except UserError as e:  # Strict sources: unreadable, truncated, 16-bit, ...
+        problems.append(str(e))
+        continue
       if image.ndim != 3 or image.shape[-1] != 3:
-        raise UserError(f"image {i} has shape {image.shape}; expected [H, W, 3]")
+        problems.append(f"image {i} has shape {image.shape}; expected [H, W, 3]")
+        continue
       groups.setdefault(self.padded_shape(image), []).append(i)
+    if problems:
+      shown = "; ".join(problems[:_MAX_PROBLEMS_SHOWN])
+      more = len(problems) - _MAX_PROBLEMS_SHOWN
+      raise UserError(f"{len(problems)} of {len(images)} images cannot be evaluated "
+                      f"(nothing was coded): {shown}" + (f"; and {more} more" if more > 0 else ""))
     return groups
 
 

@@ -68,12 +68,13 @@ class ImageSource(Protocol):
 class ImageFolderSource:
   """All images under a folder (recursively), sorted by relative path.
 
-  Files are recognized by extension (`IMAGE_EXTENSIONS`, case-insensitive) and checked
-  at scan time by parsing their header; files PIL cannot identify are skipped with a
-  warning. Damage beyond the header is only found when decoding. Strict sources (the
-  default: evaluation) read like the codec (`image_io.read_rgb`: any failure is a
-  `UserError`); lenient ones (training) convert more modes (`image_io.to_rgb_uint8`) and
-  leave decode errors to `CropLoader`, which skips the record.
+  Files are recognized by extension (`IMAGE_EXTENSIONS`, case-insensitive). Strict
+  sources (the default: evaluation, where a result over fewer images than asked would
+  mislead) hold every such file and read like the codec (`image_io.read_rgb`: any failure
+  is a `UserError`). Lenient ones (training) skip, with a warning, the files whose header
+  PIL cannot parse at scan time, convert more modes (`image_io.to_rgb_uint8`), and leave
+  damage beyond the header, found only when decoding, to `CropLoader`, which skips the
+  record.
   """
 
   def __init__(self, root: str | os.PathLike[str], *, lenient: bool = False):
@@ -84,19 +85,20 @@ class ImageFolderSource:
       lenient: also take 16-bit and other modes (`image_io.to_rgb_uint8`).
 
     Raises:
-      UserError: `root` is not a folder or holds no readable image.
+      UserError: `root` is not a folder or holds no (lenient: no readable) image.
     """
     self.root = pathlib.Path(root)
     if not self.root.is_dir():
       raise UserError(f"image folder {str(self.root)!r} does not exist or is not a folder")
     paths = []
     for path in list_images(self.root):
-      try:
-        with Image.open(path):  # Parses the header; decodes nothing.
-          pass
-      except DECODE_ERRORS as e:
-        warnings.warn(f"skipping unreadable image {str(path)!r}: {e}", stacklevel=2)
-        continue
+      if lenient:
+        try:
+          with Image.open(path):  # Parses the header; decodes nothing.
+            pass
+        except DECODE_ERRORS as e:
+          warnings.warn(f"skipping unreadable image {str(path)!r}: {e}", stacklevel=2)
+          continue
       paths.append(path)
     if not paths:
       raise UserError(
