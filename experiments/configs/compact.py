@@ -8,7 +8,7 @@ them in all, and the weights ship inside the package and cross a 64 MiB working 
 The paper model (12.3 M parameters, about 55 images/s on an H200 in the official code)
 would see some 30 k crops per slot, a few thousand steps, far from its 1.95 M. This one
 halves the conditioner widths (N=64, M=96) and the units per stage (2 instead of 4) and
-narrows the context, LRP and entropy-parameter networks to 64 channels: 4.4 M parameters
+narrows the context and LRP networks to 64 channels: 4.4 M parameters
 (17.5 MB float32, 1.66 M of them the official post-filter, kept as is), several times
 cheaper per step, with every part of the method still on (ActNorm, LRP, the post-filter,
 the five-slice multistage checkerboard context, 8 anchors at the paper's lambdas).

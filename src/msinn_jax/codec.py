@@ -178,7 +178,7 @@ class Codec:
     h = hashlib.sha256(self.config.to_json().encode())
     for path, v in sorted(traverse_util.flatten_dict(self.variables["params"]).items()):
       h.update("/".join(path).encode())
-      h.update(np.ascontiguousarray(np.asarray(v, np.float32)).tobytes())
+      h.update(np.ascontiguousarray(np.asarray(v, "<f4")).tobytes())  # Little-endian.
     h.update(self.tables.fingerprint())
     return h.digest()[:8]
 
@@ -217,6 +217,10 @@ class Codec:
     With `reconstruct=False` the encoder skips what only the decoded image needs (the last
     slice's LRP and inverse flow, the post-filter; as the official `compress`) and returns
     no reconstruction; the bytes are the same.
+
+    Raises:
+      UserError: not an [H, W, 3] uint8 image, a size outside the codec's limits, or a
+        rate outside [0, anchor_num - 1].
     """
     start = time.perf_counter()
     image = np.asarray(image)
@@ -290,7 +294,11 @@ class Codec:
   # --- Decoder -------------------------------------------------------------------------
 
   def decompress(self, data: bytes) -> DecodeResult:
-    """Decodes a `.msinn` stream made by this model into [H, W, 3] uint8."""
+    """Decodes a `.msinn` stream made by this model; `.image` is [H, W, 3] uint8.
+
+    Raises:
+      BitstreamError: a damaged, truncated or foreign stream (another model's id).
+    """
     start = time.perf_counter()
     header, stages = coding.unpack(data, expected_model_id=self.model_id)
     cfg = self.config

@@ -36,8 +36,9 @@ class ModelConfig:
     spatial_context_num: how many of the last slices (finest first counted from the end)
       use the spatial context; 5 = all of them for the paper configuration.
     anchor_num: number of rate anchors (gain vectors): 8 or 12 in the paper.
-    context_width: hidden width of the context, LRP and entropy-parameter networks
-      (the official `internal_channel = 128`).
+    context_width: hidden width of the channel-context, spatial-context and LRP networks
+      (the official `internal_channel = 128`); the entropy-parameter networks' widths
+      follow each slice's channels instead.
     in_channels: image channels.
     compute_dtype: dtype of the activations inside the networks outside the flow
       (context, entropy-parameter and LRP networks, post-filter): "float32", or

@@ -2,7 +2,9 @@
 
 The protocol of the paper (Tu et al., IEEE TMM 2025, Sec. V-A) and of the official
 `eval.py` (itself CompressAI's `eval_model`): every full image, zero-padded (centred) to
-a multiple of `config.pad_multiple`, is coded at each rate; PSNR and MS-SSIM are measured
+a multiple of `config.pad_multiple`, is coded at each rate (the official estimate mode
+alone feeds the image unpadded, which works only for sizes that are already multiples,
+as Kodak's are; here both modes pad, so any size works); PSNR and MS-SSIM are measured
 on 8-bit RGB (reconstruction clamped and rounded to [0, 255]) over the original pixels;
 bpp counts the original pixels; each metric is averaged over the images of a rate.
 
@@ -301,7 +303,8 @@ class Evaluator:
     Reads every image, before any is coded.
 
     Raises:
-      UserError: naming every image that cannot be read or is not [H, W, 3].
+      UserError: some images cannot be read or are not [H, W, 3] (all counted, the first
+        `_MAX_PROBLEMS_SHOWN` named).
     """
     groups: dict[tuple[int, int], list[int]] = {}
     problems = []

@@ -13,7 +13,8 @@ def json_text(value: Any) -> str:
   JSON has no NaN or infinity, but reports and RD curves can hold both (an exact round
   trip has an infinite PSNR, a diverged one a NaN error), so every non-finite float,
   nested in dicts, lists or tuples, is written as null; `rd.RDCurve` reads such a null
-  back as NaN. Every JSON file and report of the tools goes through here.
+  back as NaN. The tools' JSON reports and RD files go through here (the training log,
+  `metrics.jsonl`, is JSON Lines written by `train.metrics_log`).
   """
   return json.dumps(_finite_or_none(value), indent=2, allow_nan=False) + "\n"
 

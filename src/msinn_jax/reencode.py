@@ -31,7 +31,8 @@ class Generation:
     psnr: PSNR (dB, peak 255) of this generation's decoded image against the original.
     psnr_vs_previous: PSNR of the decoded image against this generation's input (the
       original for generation 1); inf when re-encoding left the image unchanged.
-    encode_seconds: wall time of `Codec.compress`.
+    encode_seconds: `EncodeResult.seconds`, until the bytes were ready (the encoder's
+      reconstruction is not counted).
     decode_seconds: wall time of `Codec.decompress`.
   """
 

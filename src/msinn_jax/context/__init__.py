@@ -1,1 +1,2 @@
-"""The multi-scale spatial-channel context model (paper Sec. III-B)."""
+"""The checkerboard spatial context (paper Sec. III-B); the channel context, which needs the
+flow's hidden states, is `MSINN.slice_prior` in `model.py`."""

@@ -1,7 +1,9 @@
 """`msinn convert OFFICIAL.pth.tar -o CKPT_DIR`: official weights -> a checkpoint directory.
 
-The directory has the layout `msinn train` writes (an Orbax checkpoint with `params` and
-the config as JSON), so every command's `--checkpoint` loads it without torch.
+The directory is a weights-only Orbax checkpoint (step 0: `params` and the model config
+as JSON, as in `msinn train`'s checkpoints but without optimizer or data state): every
+command's `--checkpoint` loads it without torch, and `msinn train --set
+train.init_from=DIR` starts a run from it; it is no workdir to resume.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 DATASET is an image folder (searched recursively) or a prepared TFDS dataset
 `tfds:NAME[:SPLIT]` (split "test" by default; nothing is downloaded). Every image is
 read before any is coded, and one that cannot be read (damaged, 16-bit) stops the sweep
-there, with all such files named. Each image is
+there, the error counting all such files and naming the first five. Each image is
 coded whole (zero-padded to the model's multiple) at every rate: real `.msinn`
 bitstreams by default (bpp from the file size, header included; the decoder's output is
 checked against the encoder's), or with --estimate-only the jitted evaluation forward

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
   if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
     raise UserError(f"--workdir {args.workdir} is a file; give a folder (new or a run's)")
-  # Imported late: `--print-config` and `--help` need no JAX.
+  # Imported late: `--print-config` needs no model, optimizer or Orbax.
   from msinn_jax.train import train_lib
   # The library's own messages (start, resume, fine-tune) on stderr; not Orbax's.
   handler = logging.StreamHandler()
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
   train_lib.initialize_distributed(config)
   enable_compilation_cache(None)
   try:
-    train_lib.train_and_evaluate(config, args.workdir, time_limit_s=args.time_limit)
+    train_lib.train(config, args.workdir, time_limit_s=args.time_limit)
   except train_lib.NonFiniteLossError as e:
     raise UserError(str(e)) from None
   return 0

@@ -37,16 +37,14 @@ CHECKPOINT_DIR = "checkpoints"  # Inside a `msinn train` workdir.
 
 
 def config_to_json(config: Any) -> dict[str, Any]:
-  """Turns a config (ConfigDict, dataclass or mapping) into a JSON-compatible dict.
+  """Turns a config (a dataclass instance or a mapping) into a JSON-compatible dict.
 
   Tuples become lists; anything JSON cannot represent raises `TypeError`.
   """
-  if hasattr(config, "to_dict"):  # ml_collections.ConfigDict / FrozenConfigDict.
-    config = config.to_dict()
-  elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+  if dataclasses.is_dataclass(config) and not isinstance(config, type):
     config = dataclasses.asdict(config)
   if not isinstance(config, Mapping):
-    raise TypeError(f"config must be a mapping, dataclass or ConfigDict, got {type(config)}")
+    raise TypeError(f"config must be a mapping or a dataclass instance, got {type(config)}")
   return json.loads(json.dumps(dict(config)))
 
 
@@ -239,11 +237,12 @@ def load_params(path: str | os.PathLike[str],
                 sharding: jax.sharding.Sharding | None = None) -> tuple[Any, dict[str, Any]]:
   """Reads only `params` (no optimizer state) and the config from a checkpoint.
 
-  For inference tools. Reads the latest step of a checkpoint root, or the step folder
-  itself if `path` is one (`.../checkpoints/12000`).
+  For inference tools. Reads the latest step of a checkpoint root or of a `msinn train`
+  workdir (its `checkpoints/`), or the step folder itself if `path` is one
+  (`.../checkpoints/12000`).
 
   Args:
-    path: checkpoint root (as given to `Checkpointer`) or one of its step folders.
+    path: checkpoint root (as given to `Checkpointer`), workdir, or step folder.
     sharding: where to put every parameter (default: this process's first device).
 
   Returns:

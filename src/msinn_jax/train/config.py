@@ -13,10 +13,11 @@ want from it, with the types checked:
 * command-line overrides: `apply_overrides(config, ["train.num_steps=20",
   "optim.lr_drops=(0.5,)"])` parses each value against the field's type hint.
 
-The schema (this file) holds no experiment values: every field of a section is
-required, so the numbers live only in the config files (the paper's in
-`experiments/configs/default.py`). Only the `distributed` section has defaults, meaning
-"one process". The resolved config is written as JSON next to every checkpoint
+The schema (this file) holds no training values: every field of the data, optim,
+train and checkpoint sections is required, so those numbers live only in the config
+files (the paper's in `experiments/configs/default.py`). Two sections have defaults:
+`distributed` ("one process") and `model` (`msinn_jax.config.ModelConfig`, whose
+defaults are the paper's architecture). The resolved config is written as JSON next to every checkpoint
 (`to_dict`) and can be read back with `from_dict`.
 """
 

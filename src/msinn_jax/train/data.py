@@ -1,6 +1,6 @@
 """Training input pipeline: random crops of an image collection as uint8 NHWC batches.
 
-MSINN is trained on random 256 x 256 crops of Flickr2W (paper Sec. 4.1; the official
+MSINN is trained on random 256 x 256 crops of Flickr2W (paper Sec. V-A; the official
 `train.py` uses torchvision's `RandomCrop` over CompressAI's `ImageFolder`, no flips).
 This module reproduces that on the host, without TensorFlow:
 
