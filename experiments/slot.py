@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
       if budget <= 0:
         raise UserError(f"--budget-s {args.budget_s} leaves no time to train")
       t0 = time.time()
-      train_lib.train_and_evaluate(config, workdir, time_limit_s=budget)
+      train_lib.train(config, workdir, time_limit_s=budget)
       slot = {"device": _device(), "train_seconds": round(time.time() - t0, 1),
               **_metrics(workdir, start_step), "xla_flags": os.environ.get("XLA_FLAGS", "")}
     slot["date"] = datetime.date.today().isoformat()

@@ -134,7 +134,7 @@ def test_cli_starts_the_processes_then_the_compile_cache_then_trains(monkeypatch
                       lambda *a, **k: calls.append(("distributed", a[1], a[2])))
   monkeypatch.setattr(train_tool, "enable_compilation_cache",
                       lambda device: calls.append(("cache", device)))
-  monkeypatch.setattr(train_lib, "train_and_evaluate",
+  monkeypatch.setattr(train_lib, "train",
                       lambda config, workdir, time_limit_s: calls.append(("train", workdir)))
   argv = ["train", "--config", str(CONFIGS / "smoke.py"), "--workdir", str(tmp_path),
           "--set", "distributed.num_processes=2", "distributed.process_id=1",
@@ -344,7 +344,7 @@ import tensorflow_datasets as tfds
 from msinn_jax.train import config as config_lib, train_lib
 config = config_lib.apply_overrides(config_lib.load_config_file(sys.argv[1]), sys.argv[3:])
 with tfds.testing.mock_data(num_examples=6):  # Never downloads.
-  state = train_lib.train_and_evaluate(config, sys.argv[2])
+  state = train_lib.train(config, sys.argv[2])
 print("final step", int(state.step))
 """
 

@@ -18,7 +18,7 @@ written as two `.npz` files:
             is rebuilt by `import_run`.
 
 `export_run` writes both from the newest checkpoint of a workdir; `import_run` turns
-them back into a checkpoint of a fresh workdir, which `train_and_evaluate` then resumes
+them back into a checkpoint of a fresh workdir, which `train` then resumes
 as if it had never left. Without the state file (or if it does not fit the config) the
 run continues from the weights with a fresh optimizer, its step and learning-rate
 schedule kept.
@@ -129,9 +129,12 @@ def import_run(weights_path: str | os.PathLike[str], state_path: str | os.PathLi
   """Writes the two files as the first checkpoint of `workdir`, ready for `config` to resume.
 
   The data position is set for this run's loader (its batch size and data set), at the
-  saved step. The optimizer state is taken from `state_path` when it exists and fits
-  `config`; otherwise Adam starts afresh, with its step counters (hence the learning-rate
-  schedule) at the saved step.
+  saved step, which also keeps the learning-rate schedule where the run was (the loop
+  computes each step's rate from its index). The optimizer state is taken from
+  `state_path` when it exists and fits `config`; otherwise Adam starts afresh: zero moments
+  and zero counters, so that its bias correction scales the first updates as for any
+  fresh Adam (zero moments with a counter at the saved step would make them about
+  sqrt(1 / (1 - b2)) * (1 - b1) = 3.2 times the learning rate).
 
   Returns:
     (step, whether the optimizer state was restored).
@@ -153,10 +156,7 @@ def import_run(weights_path: str | os.PathLike[str], state_path: str | os.PathLi
     opt_state, saved_step = _read_opt_state(state_path, abstract.opt_state)
     restored = opt_state is not None and saved_step == step
   if not restored:
-    tx = make_optimizer(config.optim)
-    opt_state = jax.tree_util.tree_map_with_path(
-        lambda p, leaf: jnp.full_like(leaf, step) if checkpoint_lib.path_key(p).endswith("count") else leaf,
-        state_from_params(params, tx).opt_state)
+    opt_state = state_from_params(params, make_optimizer(config.optim)).opt_state
   source = _num_examples(config)
   global_batch = data_lib.global_batch_size_for(config.train.per_device_batch_size)
   item = {"params": params, "opt_state": opt_state, "step": jnp.asarray(step, jnp.int32),

@@ -1,4 +1,4 @@
-"""The training loop: `train_and_evaluate(config, workdir)`.
+"""The training loop: `train(config, workdir)`.
 
 One loop for one CPU, one GPU, a multi-GPU host or a multi-host pod:
 
@@ -281,11 +281,13 @@ class _Clock:
     return bool(multihost_utils.broadcast_one_to_all(np.int32(stop)))
 
 
-def train_and_evaluate(config: ExperimentConfig,
-                       workdir: str | os.PathLike[str],
-                       *,
-                       time_limit_s: float | None = None) -> TrainState:
+def train(config: ExperimentConfig,
+          workdir: str | os.PathLike[str],
+          *,
+          time_limit_s: float | None = None) -> TrainState:
   """Trains `config` in `workdir`, resuming from its newest checkpoint if any.
+
+  Training only: evaluation is `msinn eval` (`eval_lib`) on a checkpoint.
 
   Call on every process of a multi-process run, each with its own
   `config.distributed.process_id`.
