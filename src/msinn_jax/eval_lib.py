@@ -58,9 +58,9 @@ from msinn_jax.codec import Codec, crop, pad_image, padded_size
 from msinn_jax.errors import UserError
 
 TFDS_PREFIX = "tfds:"
+DEFAULT_TFDS_SPLIT = "test"
 # How many unreadable images an error message names.
 _MAX_PROBLEMS_SHOWN = 5
-DEFAULT_TFDS_SPLIT = "test"
 
 # Results keys, in output order, and the `ImageResult` field behind each.
 METRIC_FIELDS = {

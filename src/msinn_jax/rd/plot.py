@@ -76,11 +76,11 @@ def plot_rd(curves: Sequence[RDCurve], out_path: str | pathlib.Path,
       if not curve.has_quality(quality):
         continue
       rate, q = curve.rate(), curve.quality_db(quality)
-      drawn = np.isfinite(rate) & np.isfinite(q)
-      if not np.all(drawn):  # A gap in the line would hide which points are missing.
-        warnings.warn(f"curve {curve.name!r}: {np.sum(~drawn)} of {len(rate)} points have no "
+      bad = curve.non_finite(quality)
+      if bad.size:  # A gap in the line would hide which points are missing.
+        warnings.warn(f"curve {curve.name!r}: {bad.size} of {len(rate)} points have no "
                       f"finite bpp and {quality}; drawn without them", stacklevel=2)
-        rate, q = rate[drawn], q[drawn]
+        rate, q = np.delete(rate, bad), np.delete(q, bad)
       order = np.argsort(rate)
       # Styled by curve, not by line drawn, so a curve keeps its look in every panel.
       ax.plot(rate[order], q[order], markersize=3.5, linewidth=1.3, label=curve.name,

@@ -156,6 +156,12 @@ class RDCurve:
     raise RDError(f"curve {self.name!r} has no {metric} values "
                   f"(looked for {', '.join(_DB_KEYS[metric] + _LINEAR_KEYS[metric])})")
 
+  def non_finite(self, metric: str) -> np.ndarray:
+    """Indexes of the points whose rate or `quality_db(metric)` is NaN or infinite (a
+    null in the file)."""
+    finite = np.isfinite(self.rate()) & np.isfinite(self.quality_db(metric))
+    return np.flatnonzero(~finite)
+
   def rate(self) -> np.ndarray:
     """Per-point rate in bits per pixel.
 

@@ -112,7 +112,7 @@ def _finite_points(curve: RDCurve, metric: str) -> tuple[np.ndarray, np.ndarray]
   """The curve's rates and qualities, refused if any is NaN or infinite (a null in the
   file): a BD figure over fewer points than the curve has would misreport it."""
   rate, quality = curve.rate(), curve.quality_db(metric)
-  bad = np.flatnonzero(~(np.isfinite(rate) & np.isfinite(quality)))
+  bad = curve.non_finite(metric)
   if bad.size:
     raise UserError(f"curve {curve.name!r}: point{'s' * (bad.size > 1)} "
                     f"{', '.join(str(i + 1) for i in bad)} of {len(rate)} "

@@ -17,8 +17,8 @@ The schema (this file) holds no training values: every field of the data, optim,
 train and checkpoint sections is required, so those numbers live only in the config
 files (the paper's in `experiments/configs/default.py`). Two sections have defaults:
 `distributed` ("one process") and `model` (`msinn_jax.config.ModelConfig`, whose
-defaults are the paper's architecture). The resolved config is written as JSON next to every checkpoint
-(`to_dict`) and can be read back with `from_dict`.
+defaults are the paper's architecture). The resolved config is written as JSON next to
+every checkpoint (`to_dict`) and can be read back with `from_dict`.
 """
 
 from __future__ import annotations
